@@ -1,0 +1,79 @@
+"""UST-Hand: self-supervised 3D hand pose and mesh from multi-view video and 2D pseudo-labels.
+
+Local (2-core CPU, embedded synthetic data):
+  python -m handflow.main --config=configs/ust.py --workdir=/tmp/handflow/ust
+A variant and overrides:
+  python -m handflow.main --config=configs/ust.py:tiny --workdir=/tmp/handflow/tiny
+  python -m handflow.main --config=configs/ust.py:hanco,K=32 --workdir=gs://BUCKET/ust_hanco \\
+    --config.hand.model=/data/mano/MANO_RIGHT.pkl
+On a TPU pod, the same command runs on every worker (see launch/ and the README).
+
+Variants: default (synthetic data sized for a 2-core CPU), tiny (tests), hanco, dexycb, ho3d
+(paper-scale: ResNet-50, 256x256 crops, 8 views; the prior method's optimiser settings).
+Arg keys: K (hypotheses per joint per view), views, frames, flow (False: deterministic 2D head),
+temporal (False: no temporal attention).
+"""
+
+import ml_collections
+
+from handflow import config_arg
+
+VARIANTS = ("default", "tiny", "hanco", "dexycb", "ho3d")
+
+
+def get_config(arg=None):
+  arg = config_arg.parse(arg, variants=VARIANTS, K=0, views=0, frames=0, flow=True, temporal=True)
+  c = ml_collections.ConfigDict()
+  c.method = "ust"
+  c.variant = arg.variant
+  c.seed = 0
+
+  # The hand model: "open" (shipped, CC0) or a path to MANO_{RIGHT,LEFT}.pkl.
+  c.hand = ml_collections.ConfigDict()
+  c.hand.model = "open"
+  c.hand.side = "right"
+  c.hand.convention = "openpose"
+  c.hand.flat_hand_mean = True
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "synthetic_hands"
+  c.data.data_dir = ""  # TFDS data dir; empty: $TFDS_DATA_DIR or TFDS's default.
+  c.data.manual_dir = ""  # real datasets: where the user unpacked them.
+  c.data.views = 8
+  c.data.frames = 4
+  c.data.image_size = 128
+
+  c.model = ml_collections.ConfigDict()
+  c.model.backbone_depth = 18
+  c.model.backbone_width = 32
+  c.model.flow = arg.flow
+  c.model.num_hypotheses = 16
+  c.model.temporal_attention = arg.temporal
+
+  c.batch_size = 8
+  c.num_steps = 2000
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = "adamw"
+  c.optim.learning_rate = 3e-4
+  c.optim.weight_decay = 1e-4
+  c.optim.schedule = "cosine"
+  c.optim.warmup_steps = 100
+
+  if arg.variant == "tiny":
+    c.data.views, c.data.frames, c.data.image_size = 2, 2, 32
+    c.model.backbone_depth, c.model.backbone_width, c.model.num_hypotheses = 10, 8, 4
+    c.batch_size, c.num_steps = 2, 4
+  elif arg.variant in ("hanco", "dexycb", "ho3d"):
+    c.data.name = arg.variant
+    c.data.image_size = 256
+    c.model.backbone_depth, c.model.backbone_width = 50, 64
+    c.batch_size, c.num_steps = 8, 50_000
+    c.data.views = {"hanco": 8, "dexycb": 8, "ho3d": 5}[arg.variant]
+  # Explicit arg keys win over the variant's choices (0 keeps the variant's).
+  if arg.K:
+    c.model.num_hypotheses = arg.K
+  if arg.views:
+    c.data.views = arg.views
+  if arg.frames:
+    c.data.frames = arg.frames
+  return c

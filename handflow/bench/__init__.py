@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m handflow.bench.NAME` prints a table and writes JSON."""

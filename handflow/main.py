@@ -1,0 +1,89 @@
+"""handflow's entry point: flags -> config -> mode.
+
+  python -m handflow.main --config=configs/ust.py --workdir=DIR [--mode=train]
+      [--config.key=value ...]
+
+Modes: train | eval | predict | prepare. A mode whose method has not landed yet says so and
+exits with status 2; `train` always runs the preflight (resolved config, hand model check).
+"""
+
+import pathlib
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from handflow import preflight
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "prepare"], "What to run.")
+
+# Methods whose train/eval/predict exist, and datasets that `prepare` can build.
+_METHODS: dict = {}
+_PREPARE: dict = {}
+
+
+def _die(msg: str):
+  print(f"handflow: error: {msg}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv):
+  """absl's parser, with config errors reduced to one line naming the key or file at fault."""
+  try:
+    rest = flags.FLAGS(argv)
+    _CONFIG.value.keys()  # a config that failed to load raises on first use: do it here.
+    return rest
+  except Exception as e:  # noqa: BLE001 - any failure loading a config is a user error.
+    cause = e
+    while nxt := cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__):
+      cause = nxt
+    if isinstance(cause, AttributeError | KeyError):
+      name = str(cause).strip("'\"")
+      bad = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.") and name in a]
+      _die(f"unknown config key {bad[0][len('--config.') :] if bad else name!r}")
+    if isinstance(cause, FileNotFoundError) or "Failed loading config file" in str(cause):
+      path = getattr(cause, "filename", None) or next(
+        (a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), "?"
+      )
+      _die(f"config file not found or not loadable: {path}")
+    msg = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    overrides = [a for a in argv[1:] if a.startswith("--config.")]
+    if isinstance(cause, ValueError) and overrides and not msg.startswith("config arg"):
+      msg = f"bad value in config override(s) {overrides}: {msg}"
+    _die(msg)
+
+
+def main(argv):
+  if len(argv) > 1:
+    _die(f"unexpected arguments: {argv[1:]}")
+  config, mode = _CONFIG.value, _MODE.value
+  workdir = pathlib.Path(_WORKDIR.value)
+  method = config.get("method", "?")
+  try:
+    summary = preflight.run(config, workdir)
+  except (FileNotFoundError, ValueError, FloatingPointError) as e:
+    _die(str(e))
+  print(f"handflow: config and hand model OK ({summary['name']}, {summary['vertices']} vertices); "
+        f"wrote {workdir / 'config.json'} and {workdir / 'hand_model.json'}")  # fmt: skip
+  if mode == "prepare":
+    if config.data.name not in _PREPARE:
+      _die(f"mode 'prepare' is not available yet for dataset '{config.data.name}'")
+    return _PREPARE[config.data.name](config, workdir)
+  if method not in _METHODS:
+    msg = f"mode '{mode}' is not available yet for method '{method}'; nothing was trained"
+    if mode == "train":
+      print(f"handflow: {msg} (only the preflight above ran)")
+      return 0
+    _die(msg)
+  return _METHODS[method](mode, config, workdir)
+
+
+def run():
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  run()
