@@ -211,7 +211,9 @@ def _lbs_flat(model: HandModel, rotmats, betas):
   coeffs = betas
   if model.has_pose_blendshapes:
     pose_feat = (rotmats[:, 1:] - jnp.eye(3, dtype=rotmats.dtype)).reshape(b, -1)
-    coeffs = jnp.concatenate([betas, pose_feat], axis=-1)
+    # The barrier keeps this one GEMM: XLA would rewrite dot(concat) into two dots and an add,
+    # writing the [b, 3n] output twice.
+    coeffs = jax.lax.optimization_barrier(jnp.concatenate([betas, pose_feat], axis=-1))
   v_posed = (coeffs @ model.blenddirs).reshape(b, 3, n) + model.v_template  # [b, 3, n]
   joints_rest = (betas @ model.j_shapedirs).reshape(b, j, 3) + model.j_template
 
