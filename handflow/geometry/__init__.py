@@ -1,0 +1,1 @@
+"""Cameras and projection, multi-view triangulation, Procrustes and root alignment."""
