@@ -125,7 +125,7 @@ def invert_affine(A):
 def opencv_to_opengl(x_cam_cv):
   """Camera-frame points [..., 3] from OpenCV (y down, z forward) to OpenGL (y up, -z forward).
   The conversion is its own inverse."""
-  return x_cam_cv * jnp.array([1.0, -1.0, -1.0], x_cam_cv.dtype)
+  return jnp.concatenate([x_cam_cv[..., :1], -x_cam_cv[..., 1:]], axis=-1)
 
 
 opengl_to_opencv = opencv_to_opengl

@@ -1,0 +1,1 @@
+"""Metrics, benchmark protocols, submission files and the scorer CLI."""
