@@ -165,8 +165,10 @@ def sample_metrics(p: Protocol, pred_j, gt_j, pred_v=None, gt_v=None):
       aligned[kind] = _aligner(p, kind, *fit)(pred_v)
     for name, kind in p.vertices:
       dists[name] = metrics.point_errors(aligned[kind], gt_v)
-    for name, kind, t in p.fscores:
-      scores[name] = metrics.fscore(aligned[kind], gt_v, (t,))[..., 0]
+    for kind in {k for _, k, _ in p.fscores}:  # one distance matrix per alignment
+      group = [(name, t) for name, k, t in p.fscores if k == kind]
+      f = metrics.fscore(aligned[kind], gt_v, tuple(t for _, t in group))
+      scores.update({name: f[..., i] for i, (name, _) in enumerate(group)})
   return dists, scores
 
 

@@ -49,10 +49,10 @@ def test_nearest_distances_match_brute_force():
   rng = np.random.default_rng(0)
   a = rng.normal(0.3, 0.05, (2, 778, 3)).astype(np.float32) + 0.5  # far from the origin
   b = a + rng.normal(0, 0.003, a.shape).astype(np.float32)
-  want = np.min(np.linalg.norm(a[:, :, None] - b[:, None], axis=-1), axis=-1)
-  np.testing.assert_allclose(
-    metrics.nearest_distances(jnp.asarray(a), jnp.asarray(b), block=300), want, atol=5e-5
-  )
+  d = np.linalg.norm(a[:, :, None] - b[:, None], axis=-1)
+  d_ab, d_ba = metrics.nearest_distances(jnp.asarray(a), jnp.asarray(b))
+  np.testing.assert_allclose(d_ab, d.min(-1), atol=2e-6)
+  np.testing.assert_allclose(d_ba, d.min(-2), atol=2e-6)
 
 
 def test_streaming_equals_one_shot_with_padding_and_masks():
@@ -82,3 +82,22 @@ def test_pck_2d():
   uv = jnp.zeros((2, 21, 2))
   gt = uv.at[0, :5, 0].set(10.0)
   assert float(metrics.pck_2d(uv, gt, 5.0)) == pytest.approx(37 / 42)
+
+
+def test_pck_counts_match_dense_comparison_at_the_edges():
+  t = metrics.THRESHOLDS_M
+  rng = np.random.default_rng(2)
+  err = np.concatenate(
+    [
+      rng.uniform(0, 0.07, (50, 7)),
+      np.broadcast_to(t[[0, 1, 50, 98, 99, 3, 7]], (3, 7)),
+      np.broadcast_to(np.nextafter(t[[5, 6, 50, 98, 99, 3, 1]], 1), (2, 7)),
+    ]
+  )
+  m = (rng.uniform(size=err.shape) > 0.2).astype(float)
+  for dtype in (np.float32, np.float64):
+    e = err.astype(dtype)
+    want = np.sum((e[..., None] <= t.astype(dtype)) * m[..., None], axis=0)
+    with jax.enable_x64(dtype == np.float64):
+      got = metrics.batch_stats({"E": jnp.asarray(e)}, point_masks={"E": jnp.asarray(m)})
+    np.testing.assert_array_equal(np.asarray(got.dist["E"]["pck"]), want)
