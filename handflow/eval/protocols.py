@@ -13,7 +13,9 @@ A `Protocol` fixes what the field reports on a benchmark (REFERENCE §2):
   Procrustes with a proper rotation (det = +1). Meshes take the joints' scale and root.
 - rootrel: plain root-relative (wrist) errors and Procrustes, OpenPose order.
 Literature names: PA-MPJPE / PA-MPVPE (Procrustes), AUC_J / AUC_V (their AUCs), F@5 / F@15
-(aligned meshes).
+(aligned meshes). `convention` names the hand-model preset that reads a prediction's 21
+keypoints as the benchmark's labels do (FreiHAND: regressor on the posed mesh; HO3D, DexYCB:
+their fingertip vertices; HanCo and rootrel: the model's own tips, e.g. for the open hand).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Protocol:
   name: str
   order: str  # keypoint order of predictions and ground truth: "openpose" | "ho3d"
   frame: str  # camera frame of the 3D: "opencv" | "opengl"
+  convention: str  # how keypoints are read off a predicted hand (handflow.hand.conventions)
   root: int  # root keypoint (in `order`)
   scale_ref: tuple[int, int]  # bone whose length scale_root alignment matches
   joints: tuple[tuple[str, str], ...]  # (metric name, alignment)
@@ -69,6 +72,7 @@ def _ho3d(name):
     name=name,
     order="ho3d",
     frame="opengl",
+    convention="ho3d",
     root=0,
     scale_ref=(0, 4),
     joints=(("MPJPE", "none"), ("ST-MPJPE", "scale_root"), ("PA-MPJPE", "procrustes")),
@@ -84,6 +88,7 @@ PRESETS = {
       name="freihand",
       order="openpose",
       frame="opencv",
+      convention="freihand",
       root=0,
       scale_ref=(0, 9),
       joints=(("MPJPE", "none"), ("PA-MPJPE", "procrustes")),
@@ -96,6 +101,7 @@ PRESETS = {
       name="dexycb",
       order="openpose",
       frame="opencv",
+      convention="dexycb",
       root=0,
       scale_ref=(0, 9),
       joints=(("MPJPE", "none"), ("RR-MPJPE", "root"), ("PA-MPJPE", "procrustes")),
@@ -106,6 +112,7 @@ PRESETS = {
       name="hanco",
       order="openpose",
       frame="opencv",
+      convention="openpose",
       root=9,
       scale_ref=(0, 9),
       joints=(("MPJPE", "scale_root"), ("PA-MPJPE", "procrustes")),
@@ -117,6 +124,7 @@ PRESETS = {
       name="rootrel",
       order="openpose",
       frame="opencv",
+      convention="openpose",
       root=0,
       scale_ref=(0, 9),
       joints=(("MPJPE", "root"), ("PA-MPJPE", "procrustes")),

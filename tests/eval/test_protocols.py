@@ -94,3 +94,11 @@ def test_bad_inputs_are_named():
     )
   with pytest.raises(ValueError, match="unknown evaluation protocol"):
     protocols.get("nope")
+
+
+def test_every_preset_names_a_hand_convention_with_its_order():
+  from handflow.hand import conventions
+
+  for p in protocols.PRESETS.values():
+    c = conventions.get(p.convention)
+    assert c.order == p.order, p.name
