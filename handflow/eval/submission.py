@@ -13,26 +13,13 @@ half-written file. Readers return metres.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 
+from handflow import files
+
 OFFICIAL_SIZES = {"freihand": 3960, "ho3d_v2": 11524, "ho3d_v3": 20137}
-
-
-def _write_atomic(path: str | os.PathLike, text: str):
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    pathlib.Path(tmp).unlink(missing_ok=True)
-    raise
 
 
 def _check(joints, verts, benchmark, allow_subset):
@@ -65,7 +52,9 @@ def write_freihand(path, joints, verts, *, allow_subset=False):
   joints, verts = _check(joints, verts, "freihand", allow_subset)
   if verts is None:
     raise ValueError("freihand: pred.json needs vertices as well as joints")
-  _write_atomic(path, json.dumps([np.round(joints, 6).tolist(), np.round(verts, 6).tolist()]))
+  files.write_text_atomic(
+    path, json.dumps([np.round(joints, 6).tolist(), np.round(verts, 6).tolist()])
+  )
 
 
 def write_ho3d(path, joints, verts, *, version: int = 2, allow_subset=False):
@@ -79,7 +68,9 @@ def write_ho3d(path, joints, verts, *, version: int = 2, allow_subset=False):
       f"{name}: most joints have z > 0 (OpenCV camera frame); HO3D expects the OpenGL frame "
       "(z < 0): convert with handflow.geometry.cameras.opencv_to_opengl"
     )
-  _write_atomic(path, json.dumps([np.round(joints, 6).tolist(), np.round(verts, 6).tolist()]))
+  files.write_text_atomic(
+    path, json.dumps([np.round(joints, 6).tolist(), np.round(verts, 6).tolist()])
+  )
 
 
 def write_dexycb(path, joints, indices=None):
@@ -92,7 +83,7 @@ def write_dexycb(path, joints, indices=None):
     ",".join([str(int(i))] + [f"{v:.4f}" for v in (j * 1000.0).reshape(-1)])
     for i, j in zip(indices, joints, strict=True)
   ]
-  _write_atomic(path, "\n".join(lines) + "\n")
+  files.write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def read_json_pair(path) -> tuple[np.ndarray, np.ndarray | None]:

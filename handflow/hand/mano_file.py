@@ -22,10 +22,10 @@ import os
 import pathlib
 import pickle
 import sys
-import tempfile
 
 import numpy as np
 
+from handflow import files
 from handflow.hand import model as hand_model
 
 _CACHE_VERSION = 1
@@ -150,18 +150,6 @@ def _fingerprint(path: pathlib.Path) -> np.ndarray:
   return np.asarray([_CACHE_VERSION, st.st_size, st.st_mtime_ns], np.int64)
 
 
-def _write_atomic(dest: pathlib.Path, arrays: dict[str, np.ndarray]):
-  dest.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
-    os.replace(tmp, dest)
-  except BaseException:
-    pathlib.Path(tmp).unlink(missing_ok=True)
-    raise
-
-
 def convert(path: str | pathlib.Path, out: str | pathlib.Path | None = None) -> pathlib.Path:
   """Converts a MANO pickle to a validated handflow `.npz`; returns its path."""
   path = pathlib.Path(path).expanduser()
@@ -173,7 +161,7 @@ def convert(path: str | pathlib.Path, out: str | pathlib.Path | None = None) -> 
     "source_fingerprint": _fingerprint(path),
   }
   dest = pathlib.Path(out) if out is not None else _cache_path(path)
-  _write_atomic(dest, schema)
+  files.write_atomic(dest, lambda f: np.savez(f, **schema))
   return dest
 
 

@@ -1,0 +1,28 @@
+"""Atomic file writes: a file appears whole or not at all (no half-written outputs)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+from collections.abc import Callable
+from typing import IO
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> pathlib.Path:
+  """Calls write(f) on a temporary file beside `path`, then renames it into place."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      write(f)
+    os.replace(tmp, path)
+  except BaseException:
+    pathlib.Path(tmp).unlink(missing_ok=True)
+    raise
+  return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> pathlib.Path:
+  return write_atomic(path, lambda f: f.write(text.encode()))
