@@ -1,0 +1,97 @@
+"""Renderer throughput on the open hand: hard z-buffer and soft (differentiable) modes.
+
+  python -m handflow.bench.render [--batch=32]
+
+The open hand (3,316 triangles), posed randomly, seen by a camera that frames it in the image
+(as the data generator's crops do), at several image sizes: hard-mode images/s (fragments of a
+batch, vmapped), soft silhouette forward+grad meshes/s (gradient of a silhouette loss with respect
+to the vertices) and soft colour+depth forward images/s. Writes bench_results/render.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from handflow import hand
+from handflow.bench import common
+from handflow.geometry import cameras
+from handflow.render import raster, soft
+
+
+def posed_hands(model, b, seed=0):
+  rng = np.random.default_rng(seed)
+  pose = jnp.asarray(rng.normal(0, 0.2, (b, 45)), jnp.float32)
+  out = hand.forward(model, pose)
+  return out.vertices - jnp.mean(out.vertices, axis=1, keepdims=True)
+
+
+def camera_for(size):
+  """A camera 0.6 m away whose image spans ~1.3 hand lengths (a hand crop)."""
+  f = size * 0.6 / 0.24
+  K = jnp.asarray([[f, 0, (size - 1) / 2], [0, f, (size - 1) / 2], [0, 0, 1.0]], jnp.float32)
+  return K, cameras.look_at(jnp.asarray([0.0, 0.15, 0.58]), jnp.zeros(3))
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--out", default=None)
+  args = parser.parse_args(argv)
+  model = hand.load("open")
+  faces = model.faces
+  b = args.batch
+  verts = posed_hands(model, b)
+  colors = jnp.full((model.num_vertices, 3), 0.7)
+  rows = []
+  for size in (32, 64, 128, 256):
+    K, T = camera_for(size)
+    vc = cameras.transform(T, verts)
+    tiers = raster.tiers_for((size, size))
+    hard = jax.jit(
+      jax.vmap(lambda v, K=K, s=size, t=tiers: raster.rasterize(v, faces, K, (s, s), tiers=t))
+    )
+    frags = hard(vc)
+    sec = common.time_fn(lambda h=hard, v=vc: jax.block_until_ready(h(v)), min_time_s=1.0)
+    rows.append(
+      dict(
+        mode="hard", size=size, per_s=b / sec, ms=sec / b * 1e3, overflow=int(frags.overflow.max())
+      )
+    )
+    if size > 128:
+      continue
+    target = jax.vmap(lambda v, K=K, s=size: soft.soft_silhouette(v, faces, K, (s, s)))(vc)
+
+    def loss(v, K=K, s=size, target=target):
+      sil = jax.vmap(lambda x: soft.soft_silhouette(x, faces, K, (s, s)))(v)
+      return jnp.mean((sil - target) ** 2)
+
+    grad = jax.jit(jax.grad(loss))
+    vc2 = vc + 0.002
+    sec = common.time_fn(lambda g=grad, v=vc2: jax.block_until_ready(g(v)), min_time_s=1.0)
+    rows.append(dict(mode="soft silhouette fwd+grad", size=size, per_s=b / sec, ms=sec / b * 1e3))
+    col = jax.jit(jax.vmap(lambda v, K=K, s=size: soft.soft_rasterize(v, faces, K, (s, s), colors)))
+    sec = common.time_fn(lambda c=col, v=vc: jax.block_until_ready(c(v)), min_time_s=1.0)
+    rows.append(dict(mode="soft colour+depth fwd", size=size, per_s=b / sec, ms=sec / b * 1e3))
+  print(f"open hand, {int(faces.shape[0])} triangles, batch {b}; device: {common.machine()}\n")
+  common.print_table(
+    rows,
+    [
+      ("mode", "mode", "{}"),
+      ("size", "size", "{}"),
+      ("per_s", "images/s", "{:,.0f}"),
+      ("ms", "ms/image", "{:.2f}"),
+      ("overflow", "clipped faces", "{}"),
+    ],
+  )
+  path = common.write_json(
+    "render", {"machine": common.machine(), "batch": b, "rows": rows}, args.out
+  )
+  print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+  main()

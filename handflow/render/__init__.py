@@ -1,0 +1,1 @@
+"""Differentiable and hard rasterization of triangle meshes, shading and compositing."""
