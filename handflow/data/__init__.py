@@ -1,0 +1,1 @@
+"""Datasets (TFDS builders), pseudo-labels and the input pipeline."""
