@@ -42,6 +42,10 @@ def get_config(arg=None):
   c.data.views = 8
   c.data.frames = 4
   c.data.image_size = 128
+  # synthetic_hands only: clips per split, occluders, generation seed.
+  c.data.clips = ml_collections.ConfigDict({"train": 400, "validation": 40, "test": 80})
+  c.data.occluder_rate = 0.15
+  c.data.seed = 0
 
   c.model = ml_collections.ConfigDict()
   c.model.backbone_depth = 18
@@ -61,6 +65,7 @@ def get_config(arg=None):
 
   if arg.variant == "tiny":
     c.data.views, c.data.frames, c.data.image_size = 2, 2, 32
+    c.data.clips = ml_collections.ConfigDict({"train": 4, "validation": 2, "test": 2})
     c.model.backbone_depth, c.model.backbone_width, c.model.num_hypotheses = 10, 8, 4
     c.batch_size, c.num_steps = 2, 4
   elif arg.variant in ("hanco", "dexycb", "ho3d"):

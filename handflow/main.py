@@ -14,14 +14,14 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from handflow import preflight
+from handflow.data import prepare
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "prepare"], "What to run.")
 
-# Methods whose train/eval/predict exist, and datasets that `prepare` can build.
+# Methods whose train/eval/predict exist.
 _METHODS: dict = {}
-_PREPARE: dict = {}
 
 
 def _die(msg: str):
@@ -68,9 +68,11 @@ def main(argv):
   print(f"handflow: config and hand model OK ({summary['name']}, {summary['vertices']} vertices); "
         f"wrote {workdir / 'config.json'} and {workdir / 'hand_model.json'}")  # fmt: skip
   if mode == "prepare":
-    if config.data.name not in _PREPARE:
+    if config.data.name not in prepare.BUILDABLE:
       _die(f"mode 'prepare' is not available yet for dataset '{config.data.name}'")
-    return _PREPARE[config.data.name](config, workdir)
+    info = prepare.prepare(config)
+    print(f"handflow: {config.data.name} ready in {info['data_dir']}: {info['splits']}")
+    return 0
   if method not in _METHODS:
     msg = f"mode '{mode}' is not available yet for method '{method}'; nothing was trained"
     if mode == "train":

@@ -1,0 +1,133 @@
+"""TFDS builder `synthetic_hands`: the embedded multi-view clip dataset (see `synthetic.py`).
+
+  builder = synthetic_hands.builder(SyntheticHandsConfig.make(frames=4, views=8, ...), data_dir)
+  builder.download_and_prepare()          # offline: nothing is downloaded
+  ds = builder.as_dataset(split="train")
+
+Built through handflow's `--mode=prepare` (the TFDS CLI needs apache-beam, which handflow does
+not depend on); `train`, `validation` and `test` are generated from disjoint seed streams, and
+a clip is a deterministic function of (split, index, config). The config's name encodes every
+parameter, so different settings never share files.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from handflow.data import synthetic
+
+SPLIT_SEEDS = {"train": 1, "validation": 2, "test": 3}
+
+
+class SyntheticHandsConfig(tfds.core.BuilderConfig):
+  """Scene parameters and clips per split; `make` names the config from its parameters."""
+
+  def __init__(self, *, scene: synthetic.SceneConfig, clips: dict[str, int], seed: int, **kw):
+    super().__init__(**kw)
+    self.scene = scene
+    self.clips = dict(clips)
+    self.seed = seed
+
+  @classmethod
+  def make(
+    cls,
+    *,
+    frames=4,
+    views=8,
+    image_size=128,
+    train=400,
+    validation=40,
+    test=80,
+    occluder_rate=0.15,
+    hand_model="open",
+    seed=0,
+  ):
+    scene = synthetic.SceneConfig(
+      frames=frames,
+      views=views,
+      image_size=image_size,
+      hand_model=hand_model,
+      occluder_rate=occluder_rate,
+    )
+    clips = {"train": train, "validation": validation, "test": test}
+    for split, n in clips.items():
+      if n < 1:
+        raise ValueError(f"synthetic_hands: split '{split}' needs at least 1 clip, got {n}")
+    if hand_model != "open":
+      raise ValueError(
+        "synthetic_hands: only the open hand is supported as the dataset's hand model (a MANO "
+        "file changes the vertex count, which the stored parameters do not record)"
+      )
+    name = (
+      f"t{frames}_v{views}_s{image_size}_c{train}-{validation}-{test}"
+      f"_occ{int(round(occluder_rate * 100))}_seed{seed}"
+    )
+    return cls(
+      name=name,
+      scene=scene,
+      clips=clips,
+      seed=seed,
+      description=f"{frames} frames x {views} views, {image_size}px crops",
+    )
+
+
+class SyntheticHands(tfds.core.GeneratorBasedBuilder):
+  """Synthetic multi-view hand video with exact ground truth (handflow)."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First version: open hand, HanCo-like rig, procedural scenes."}
+  BUILDER_CONFIGS = [SyntheticHandsConfig.make()]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    sc = self.builder_config.scene
+    t, v, s = sc.frames, sc.views, sc.image_size
+    f = tfds.features
+    return self.dataset_info_from_configs(
+      features=f.FeaturesDict(
+        {
+          "clip_id": f.Scalar(np.int64),
+          "images": f.Tensor(shape=(t, v, s, s, 3), dtype=np.uint8, encoding="zlib"),
+          "K": f.Tensor(shape=(t, v, 3, 3), dtype=np.float32),
+          "T_cam_world": f.Tensor(shape=(t, v, 4, 4), dtype=np.float32),
+          "xyz": f.Tensor(shape=(t, 21, 3), dtype=np.float32),
+          "uv": f.Tensor(shape=(t, v, 21, 2), dtype=np.float32),
+          "visible": f.Tensor(shape=(t, v, 21), dtype=np.bool_),
+          "hand_pose": f.Tensor(shape=(t, 45), dtype=np.float32),
+          "global_orient": f.Tensor(shape=(t, 3), dtype=np.float32),
+          "transl": f.Tensor(shape=(t, 3), dtype=np.float32),
+          "betas": f.Tensor(shape=(None,), dtype=np.float32),
+        }
+      ),
+      homepage="https://github.com/handflow/handflow",
+      citation="",
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # everything is generated locally
+    return {split: self._generate_examples(split) for split in self.builder_config.clips}
+
+  def _generate_examples(self, split):
+    cfg = self.builder_config
+    for i in range(cfg.clips[split]):
+      clip = synthetic.generate_clip((cfg.seed, SPLIT_SEEDS[split], i), cfg.scene)
+      yield f"{split}-{i:06d}", {"clip_id": i, **clip}
+
+
+def builder(config: SyntheticHandsConfig, data_dir: str | None = None) -> SyntheticHands:
+  return SyntheticHands(config=config, data_dir=data_dir or None)
+
+
+def config_from(data_config) -> SyntheticHandsConfig:
+  """The dataset config of an experiment's `config.data` (ml_collections)."""
+  clips = data_config.get("clips", {"train": 400, "validation": 40, "test": 80})
+  return SyntheticHandsConfig.make(
+    frames=data_config.frames,
+    views=data_config.views,
+    image_size=data_config.image_size,
+    train=int(clips["train"]),
+    validation=int(clips["validation"]),
+    test=int(clips["test"]),
+    occluder_rate=float(data_config.get("occluder_rate", 0.15)),
+    seed=int(data_config.get("seed", 0)),
+  )

@@ -1,0 +1,85 @@
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from configs import ust
+from handflow.data import prepare, synthetic, synthetic_hands
+from handflow.geometry import cameras
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+  config = ust.get_config("tiny")
+  config.data.data_dir = str(tmp_path_factory.mktemp("tfds"))
+  info = prepare.prepare(config)
+  return config, info
+
+
+def _examples(config, split):
+  b = prepare.dataset_builder(config)
+  return list(tfds.as_numpy(b.as_dataset(split=split)))
+
+
+def test_counts_shapes_and_exact_projection(tiny):
+  config, info = tiny
+  assert info["splits"] == {"train": 4, "validation": 2, "test": 2}
+  ex = _examples(config, "train")[0]
+  t, v, s = config.data.frames, config.data.views, config.data.image_size
+  assert ex["images"].shape == (t, v, s, s, 3) and ex["images"].dtype == np.uint8
+  uv, depth = cameras.world_to_image(
+    jnp.asarray(ex["K"]), jnp.asarray(ex["T_cam_world"]), jnp.asarray(ex["xyz"])[:, None]
+  )
+  assert np.abs(np.asarray(uv) - ex["uv"]).max() < 0.01
+  assert np.all(np.asarray(depth) > 0.2)
+  assert 0.2 < ex["visible"].mean() <= 1.0
+  # The hand is in the crop: most keypoints project inside the image.
+  assert np.mean((ex["uv"] >= 0) & (ex["uv"] < s)) > 0.9
+
+
+def test_deterministic_and_splits_disjoint(tiny):
+  config, _ = tiny
+  stored = {int(e["clip_id"]): e for e in _examples(config, "test")}
+  scene = synthetic_hands.config_from(config.data).scene
+  again = synthetic.generate_clip((config.data.seed, synthetic_hands.SPLIT_SEEDS["test"], 1), scene)
+  for k, val in again.items():
+    np.testing.assert_array_equal(stored[1][k], val, err_msg=k)
+  train0 = {int(e["clip_id"]): e for e in _examples(config, "train")}[0]
+  assert not np.array_equal(train0["xyz"], stored[0]["xyz"])
+
+
+def test_prepare_via_main_reuses_the_dataset(tiny):
+  config, info = tiny
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  r = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "handflow.main",
+      "--config=configs/ust.py:tiny",
+      "--mode=prepare",
+      f"--workdir={config.data.data_dir}/wd",
+      f"--config.data.data_dir={config.data.data_dir}",
+    ],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
+  )
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "ready in" in r.stdout and "'train': 4" in r.stdout
+  assert "Generating" not in r.stderr  # reused, not rebuilt
+
+
+def test_bad_configs_are_named():
+  with pytest.raises(ValueError, match="split 'test' needs at least 1 clip"):
+    synthetic_hands.SyntheticHandsConfig.make(test=0)
+  with pytest.raises(ValueError, match="views >= 2"):
+    synthetic.SceneConfig(views=1)
+  config = ust.get_config("hanco")
+  with pytest.raises(ValueError, match="dataset 'hanco' has no builder yet"):
+    prepare.dataset_builder(config)
