@@ -39,7 +39,8 @@ def get_config(arg=None):
   c.data.name = "synthetic_hands"
   c.data.data_dir = ""  # TFDS data dir; empty: $TFDS_DATA_DIR or TFDS's default.
   c.data.manual_dir = ""  # real datasets: where the user unpacked them.
-  c.data.views = 8
+  c.data.views = 8  # views the model uses (<= the dataset's)
+  c.data.rig_views = 8  # synthetic_hands: cameras in the generated rig
   c.data.frames = 4
   c.data.image_size = 128
   # synthetic_hands only: clips per split, occluders, generation seed.
@@ -64,7 +65,7 @@ def get_config(arg=None):
   c.optim.warmup_steps = 100
 
   if arg.variant == "tiny":
-    c.data.views, c.data.frames, c.data.image_size = 2, 2, 32
+    c.data.views, c.data.rig_views, c.data.frames, c.data.image_size = 2, 2, 2, 32
     c.data.clips = ml_collections.ConfigDict({"train": 4, "validation": 2, "test": 2})
     c.model.backbone_depth, c.model.backbone_width, c.model.num_hypotheses = 10, 8, 4
     c.batch_size, c.num_steps = 2, 4

@@ -123,7 +123,7 @@ def config_from(data_config) -> SyntheticHandsConfig:
   clips = data_config.get("clips", {"train": 400, "validation": 40, "test": 80})
   return SyntheticHandsConfig.make(
     frames=data_config.frames,
-    views=data_config.views,
+    views=int(data_config.get("rig_views", data_config.views)),
     image_size=data_config.image_size,
     train=int(clips["train"]),
     validation=int(clips["validation"]),

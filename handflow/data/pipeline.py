@@ -1,0 +1,222 @@
+"""The input pipeline: TFDS -> per-host shard -> pseudo-labels -> crop + augment -> batches.
+
+  for batch in pipeline.batches(config, "train", train=True):   # NumPy dicts, forever
+  for batch in pipeline.batches(config, "test", train=False):   # one padded pass
+
+Per example (a clip [t, v, ...]):
+- pseudo-labels from the simulated detector (`pseudo_labels.simulate`, config.data.pseudo_labels),
+  deterministic per (split, clip, seed): `uv_pl [t, v, 21, 2]`, `conf [t, v, 21]`;
+- per view and frame, a square crop around the confident pseudo-labels (as a detector-driven
+  crop on real data) and, when training, random scale, rotation and translation: one pixel
+  affine A, applied to the image by TF's projective transform and to the cameras exactly
+  (K' = [A; 0 0 1] K), to the pseudo-labels (uv' = A uv) and to the 2D ground truth;
+- colour jitter (train), normalisation; views beyond config.data.views are dropped.
+Batches are [b, t, v, ...] with b = per-host batch size; evaluation pads the last batch with
+`mask = 0` samples and gives every host the same number of batches. Ground truth (`xyz`, `uv`,
+`visible`) is only included for evaluation, or when `config.data.supervised` is set.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from handflow.data import prepare, pseudo_labels
+from handflow.geometry import cameras
+
+IMAGE_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGE_STD = np.array([0.229, 0.224, 0.225], np.float32)
+GT_KEYS = ("xyz", "uv", "visible")
+SPLIT_IDS = {"train": 1, "validation": 2, "test": 3}
+
+
+class DataError(ValueError):
+  """A dataset that is missing, unreadable or does not fit the config."""
+
+
+def detector_config(config) -> pseudo_labels.DetectorConfig:
+  pl = config.data.get("pseudo_labels", None)
+  return pseudo_labels.DetectorConfig(**(pl.to_dict() if pl is not None else {}))
+
+
+def _pseudo_labels_fn(config, split):
+  det = detector_config(config)
+  seed = int(config.data.get("seed", 0))
+
+  def fn(uv, visible, clip_id):
+    out = pseudo_labels.simulate(
+      uv, visible, det, key=(seed, SPLIT_IDS.get(split, 9), int(clip_id))
+    )
+    return out.uv, out.confidence
+
+  return fn
+
+
+def _crop_affines(uv_pl, conf, size, train, rng_seed):
+  """Pixel affines [t, v, 2, 3] from the input crop to the network's crop (NumPy, per example)."""
+  rng = np.random.default_rng(rng_seed)
+  good = conf > 0.3
+  big = np.where(good[..., None], uv_pl, np.nan)
+  lo, hi = np.nanmin(big, -2), np.nanmax(big, -2)  # [t, v, 2]
+  none = ~np.any(good, -1)
+  lo = np.where(none[..., None], 0.0, lo)
+  hi = np.where(none[..., None], size - 1.0, hi)
+  side = np.maximum((hi - lo).max(-1), 8.0) * 1.3
+  ctr = (lo + hi) / 2
+  shape = side.shape
+  if train:
+    side = side * rng.uniform(0.85, 1.25, shape)
+    ctr = ctr + rng.uniform(-0.1, 0.1, shape + (2,)) * side[..., None]
+    angle = rng.uniform(-np.pi / 4, np.pi / 4, shape)
+  else:
+    angle = np.zeros(shape)
+  box = np.concatenate([ctr - side[..., None] / 2 + 0.5, side[..., None], side[..., None]], -1)
+  crop = cameras.crop_resize_affine(jnp.asarray(box, jnp.float32), (size, size))
+  rot = cameras.rotation_affine(
+    jnp.asarray(angle, jnp.float32), jnp.full(shape + (2,), (size - 1) / 2)
+  )
+  return np.asarray(cameras.compose_affine(rot, crop), np.float32)
+
+
+def _warp(images, A, size):
+  """images [m, h, w, 3] float, A [m, 2, 3] (input -> output pixels) -> [m, size, size, 3]."""
+  a, b, t = A[:, :, 0], A[:, :, 1], A[:, :, 2]
+  det = a[:, 0] * b[:, 1] - b[:, 0] * a[:, 1]
+  # Inverse affine (output -> input), as the 8-vector TF expects.
+  i00, i01 = b[:, 1] / det, -b[:, 0] / det
+  i10, i11 = -a[:, 1] / det, a[:, 0] / det
+  i02 = -(i00 * t[:, 0] + i01 * t[:, 1])
+  i12 = -(i10 * t[:, 0] + i11 * t[:, 1])
+  zeros = tf.zeros_like(i00)
+  transforms = tf.stack([i00, i01, i02, i10, i11, i12, zeros, zeros], -1)
+  return tf.raw_ops.ImageProjectiveTransformV3(
+    images=images,
+    transforms=transforms,
+    output_shape=[size, size],
+    fill_value=0.0,
+    interpolation="BILINEAR",
+    fill_mode="CONSTANT",
+  )
+
+
+def _warp_K(K, A):
+  bottom = tf.broadcast_to(tf.constant([0.0, 0.0, 1.0]), tf.concat([tf.shape(A)[:-2], [1, 3]], 0))
+  return tf.concat([A, bottom], -2) @ K
+
+
+def _warp_uv(A, uv):
+  return tf.einsum("...ij,...nj->...ni", A[..., :2], uv) + A[..., None, :, 2]
+
+
+def _example_fn(config, split, train, seed):
+  size = config.data.image_size
+  views = config.data.views
+  supervised = bool(config.data.get("supervised", False))
+  pl_fn = _pseudo_labels_fn(config, split)
+
+  def fn(index, ex):
+    clip_id = ex["clip_id"]
+    sl = lambda x: x[:, :views]
+    images, K, T = sl(ex["images"]), sl(ex["K"]), sl(ex["T_cam_world"])
+    uv, visible = sl(ex["uv"]), sl(ex["visible"])
+    uv_pl, conf = tf.numpy_function(pl_fn, [uv, visible, clip_id], [tf.float32, tf.float32])
+    t, v = images.shape[0], images.shape[1]
+    uv_pl = tf.ensure_shape(uv_pl, [t, v, 21, 2])
+    conf = tf.ensure_shape(conf, [t, v, 21])
+    # Augmentation differs per draw (the position in the repeated, shuffled stream) and is
+    # reproducible; evaluation uses no augmentation.
+    aug_seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)])
+    A = tf.numpy_function(
+      lambda u, c, s: _crop_affines(u, c, size, train, s.tolist()),
+      [uv_pl, conf, aug_seed],
+      tf.float32,
+    )
+    A = tf.ensure_shape(A, [t, v, 2, 3])
+    in_size = images.shape[2]
+    flat = tf.reshape(tf.cast(images, tf.float32) / 255.0, [t * v, in_size, in_size, 3])
+    img = _warp(flat, tf.reshape(A, [t * v, 2, 3]), size)
+    if train:
+      s1 = tf.cast(aug_seed, tf.int32)
+      img = tf.image.stateless_random_brightness(img, 0.15, seed=s1)
+      img = tf.image.stateless_random_contrast(img, 0.8, 1.2, seed=s1 + 1)
+      img = tf.image.stateless_random_saturation(img, 0.8, 1.2, seed=s1 + 2)
+      img = tf.clip_by_value(img, 0.0, 1.0)
+    img = (img - IMAGE_MEAN) / IMAGE_STD
+    out = {
+      "images": tf.reshape(img, [t, v, size, size, 3]),
+      "K": _warp_K(K, A),
+      "T_cam_world": T,
+      "uv_pl": tf.where(conf[..., None] > 0, _warp_uv(A, uv_pl), 0.0),
+      "conf": conf,
+      "clip_id": clip_id,
+      "mask": tf.constant(1.0),
+    }
+    if not train or supervised:
+      out.update(xyz=ex["xyz"], uv=_warp_uv(A, uv), visible=visible)
+    return out
+
+  return fn
+
+
+def _builder_or_error(config):
+  try:
+    builder = prepare.dataset_builder(config)
+  except ValueError as e:
+    raise DataError(str(e)) from None
+  if not builder.is_prepared():
+    raise DataError(
+      f"dataset '{config.data.name}' ({builder.builder_config.name}) is not prepared in "
+      f"{builder.data_dir}: run `python -m handflow.main --config=... --mode=prepare` first"
+    )
+  return builder
+
+
+def make_dataset(config, split, *, train, process_index=0, process_count=1, seed=0):
+  """tf.data of single examples for this host (see the module docstring)."""
+  builder = _builder_or_error(config)
+  rig_views = builder.info.features["images"].shape[1]
+  if config.data.views > rig_views:
+    raise DataError(
+      f"config.data.views = {config.data.views}, but dataset '{config.data.name}' has "
+      f"{rig_views} views per clip"
+    )
+  if split not in builder.info.splits:
+    raise DataError(f"dataset '{config.data.name}' has no split '{split}'")
+  host_split = tfds.even_splits(split, n=process_count)[process_index]
+  read = tfds.ReadConfig(shuffle_seed=seed, interleave_cycle_length=1) if train else None
+  ds = builder.as_dataset(split=host_split, shuffle_files=train, read_config=read)
+  if train:
+    ds = ds.repeat().shuffle(max(16, 4 * config.batch_size), seed=seed)
+  ds = ds.enumerate().map(
+    _example_fn(config, split, train, seed), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+  )
+  return ds
+
+
+def batches(config, split, *, train, process_index=0, process_count=1, seed=0, batch_size=None):
+  """NumPy batches [b, t, v, ...] for this host; evaluation: one padded pass, equal step counts
+  on every host (ready for jax.make_array_from_process_local_data)."""
+  b = batch_size or max(1, config.batch_size // process_count)
+  ds = make_dataset(
+    config, split, train=train, process_index=process_index, process_count=process_count, seed=seed
+  )
+  if train:
+    yield from tfds.as_numpy(ds.batch(b, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    return
+  total = _builder_or_error(config).info.splits[split].num_examples
+  steps = int(np.ceil(int(np.ceil(total / process_count)) / b))  # same on every host
+  zeros = {
+    k: np.zeros((0,) + tuple(spec.shape), spec.dtype.as_numpy_dtype)
+    for k, spec in ds.element_spec.items()
+  }
+  it = iter(tfds.as_numpy(ds.batch(b).prefetch(tf.data.AUTOTUNE)))
+  for _ in range(steps):
+    batch = next(it, zeros)
+    pad = b - len(batch["mask"])
+    if pad:
+      batch = {
+        k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in batch.items()
+      }
+    yield batch
