@@ -47,6 +47,18 @@ def get_config(arg=None):
   c.data.clips = ml_collections.ConfigDict({"train": 400, "validation": 40, "test": 80})
   c.data.occluder_rate = 0.15
   c.data.seed = 0
+  # The simulated 2D detector (handflow.data.pseudo_labels.DetectorConfig): sweep these.
+  c.data.pseudo_labels = ml_collections.ConfigDict(
+    {
+      "noise": 0.02,
+      "outlier_rate": 0.03,
+      "swap_rate": 0.02,
+      "flip_rate": 0.01,
+      "missing_rate": 0.02,
+      "occluded_scale": 3.0,
+    }
+  )
+  c.data.supervised = False  # True lets training read ground truth (supervised baselines only)
 
   c.model = ml_collections.ConfigDict()
   c.model.backbone_depth = 18

@@ -173,6 +173,23 @@ def _builder_or_error(config):
   return builder
 
 
+def _checked(config, iterable):
+  """Iterates, turning TensorFlow's errors for a corrupt record or file into a DataError that
+  names the dataset's directory."""
+  it = iter(iterable)
+  while True:
+    try:
+      yield next(it)
+    except StopIteration:
+      return
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+      where = _builder_or_error(config).data_dir
+      msg = str(e.message if hasattr(e, "message") else e).splitlines()[0]
+      raise DataError(
+        f"dataset '{config.data.name}' in {where} is corrupt or unreadable: {msg}"
+      ) from None
+
+
 def make_dataset(config, split, *, train, process_index=0, process_count=1, seed=0):
   """tf.data of single examples for this host (see the module docstring)."""
   builder = _builder_or_error(config)
@@ -203,7 +220,9 @@ def batches(config, split, *, train, process_index=0, process_count=1, seed=0, b
     config, split, train=train, process_index=process_index, process_count=process_count, seed=seed
   )
   if train:
-    yield from tfds.as_numpy(ds.batch(b, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    yield from _checked(
+      config, tfds.as_numpy(ds.batch(b, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    )
     return
   total = _builder_or_error(config).info.splits[split].num_examples
   steps = int(np.ceil(int(np.ceil(total / process_count)) / b))  # same on every host
@@ -211,7 +230,7 @@ def batches(config, split, *, train, process_index=0, process_count=1, seed=0, b
     k: np.zeros((0,) + tuple(spec.shape), spec.dtype.as_numpy_dtype)
     for k, spec in ds.element_spec.items()
   }
-  it = iter(tfds.as_numpy(ds.batch(b).prefetch(tf.data.AUTOTUNE)))
+  it = _checked(config, tfds.as_numpy(ds.batch(b).prefetch(tf.data.AUTOTUNE)))
   for _ in range(steps):
     batch = next(it, zeros)
     pad = b - len(batch["mask"])

@@ -106,3 +106,21 @@ def test_clear_errors(tiny, tmp_path):  # noqa: F811
   config.data.views = 2
   with pytest.raises(pipeline.DataError, match="no split 'nope'"):
     next(pipeline.batches(config, "nope", train=False))
+
+
+def test_corrupt_record_is_named(tiny, tmp_path):  # noqa: F811
+  import pathlib
+  import shutil
+
+  config, _ = tiny
+  src = pathlib.Path(config.data.data_dir)
+  dst = tmp_path / "copy"
+  shutil.copytree(src, dst)
+  for f in dst.rglob("*train.tfrecord*"):
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2])  # truncated mid-record
+  broken = ust.get_config("tiny")
+  broken.data.data_dir = str(dst)
+  with pytest.raises(pipeline.DataError, match="is corrupt or unreadable"):
+    for _ in range(3):
+      next(pipeline.batches(broken, "train", train=True))
