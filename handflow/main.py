@@ -3,8 +3,9 @@
   python -m handflow.main --config=configs/ust.py --workdir=DIR [--mode=train]
       [--config.key=value ...]
 
-Modes: train | eval | predict | prepare. A mode whose method has not landed yet says so and
-exits with status 2; `train` always runs the preflight (resolved config, hand model check).
+Modes: train | eval | predict | prepare. Every mode runs the preflight (resolved config, hand
+model check); train, eval and prepare build the embedded dataset on first use (reused after). A
+mode whose method has not landed yet says so and exits with status 2 (train: 0, after the above).
 """
 
 import pathlib
@@ -67,18 +68,23 @@ def main(argv):
     _die(str(e))
   print(f"handflow: config and hand model OK ({summary['name']}, {summary['vertices']} vertices); "
         f"wrote {workdir / 'config.json'} and {workdir / 'hand_model.json'}")  # fmt: skip
-  if mode == "prepare":
-    if config.data.name not in prepare.BUILDABLE:
-      _die(f"mode 'prepare' is not available yet for dataset '{config.data.name}'")
-    info = prepare.prepare(config)
+  if mode == "prepare" and config.data.name not in prepare.BUILDABLE:
+    _die(f"mode 'prepare' is not available yet for dataset '{config.data.name}'")
+  unavailable = f"mode '{mode}' is not available yet for method '{method}'; nothing was trained"
+  if method not in _METHODS and mode in ("eval", "predict"):
+    _die(unavailable)
+  if config.data.name in prepare.BUILDABLE:
+    # The embedded dataset is generated on first use and reused after.
+    try:
+      info = prepare.prepare(config)
+    except ValueError as e:
+      _die(str(e))
     print(f"handflow: {config.data.name} ready in {info['data_dir']}: {info['splits']}")
+  if mode == "prepare":
     return 0
   if method not in _METHODS:
-    msg = f"mode '{mode}' is not available yet for method '{method}'; nothing was trained"
-    if mode == "train":
-      print(f"handflow: {msg} (only the preflight above ran)")
-      return 0
-    _die(msg)
+    print(f"handflow: {unavailable} (only the preflight and data preparation above ran)")
+    return 0
   return _METHODS[method](mode, config, workdir)
 
 

@@ -32,7 +32,12 @@ def _error_line(r):
 
 def test_tiny_run_writes_resolved_config_and_hand_summary(tmp_path):
   wd = tmp_path / "wd"
-  r = _main("--config=configs/ust.py:tiny,K=3", f"--workdir={wd}", "--config.seed=7")
+  r = _main(
+    "--config=configs/ust.py:tiny,K=3",
+    f"--workdir={wd}",
+    "--config.seed=7",
+    f"--config.data.data_dir={tmp_path / 'tfds'}",
+  )
   assert r.returncode == 0, r.stderr
   cfg = json.loads((wd / "config.json").read_text())
   assert cfg["seed"] == 7 and cfg["model"]["num_hypotheses"] == 3 and cfg["variant"] == "tiny"
@@ -40,6 +45,8 @@ def test_tiny_run_writes_resolved_config_and_hand_summary(tmp_path):
   assert summary["name"] == "open_hand_right" and summary["batch"] == [2, 2]
   assert 0.16 < summary["hand_length_m"] < 0.21
   assert "not available yet" in r.stdout  # says honestly that nothing was trained
+  assert "synthetic_hands ready in" in r.stdout  # the embedded data is prepared on first use
+  assert (tmp_path / "tfds" / "synthetic_hands").is_dir()
 
 
 @pytest.mark.parametrize(
