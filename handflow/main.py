@@ -66,8 +66,10 @@ def main(argv):
     summary = preflight.run(config, workdir)
   except (FileNotFoundError, ValueError, FloatingPointError) as e:
     _die(str(e))
-  print(f"handflow: config and hand model OK ({summary['name']}, {summary['vertices']} vertices); "
-        f"wrote {workdir / 'config.json'} and {workdir / 'hand_model.json'}")  # fmt: skip
+  print(
+    f"handflow: config and hand model OK ({summary['name']}, {summary['vertices']} vertices); "
+    f"wrote {workdir / 'config.json'} and {workdir / 'hand_model.json'}"
+  )
   if mode == "prepare" and config.data.name not in prepare.BUILDABLE:
     _die(f"mode 'prepare' is not available yet for dataset '{config.data.name}'")
   unavailable = f"mode '{mode}' is not available yet for method '{method}'; nothing was trained"

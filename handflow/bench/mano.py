@@ -98,8 +98,9 @@ def bench(model, b, peak, pkl=None):
   for name in fns:
     sec = best[("handflow", name)]
     gflops = flops[name] / sec / 1e9
-    row = dict(pass_=name, batch=b, meshes_s=b / sec, ms=sec * 1e3, gflops=gflops,
-               roofline=gflops / peak)  # fmt: skip
+    row = dict(
+      pass_=name, batch=b, meshes_s=b / sec, ms=sec * 1e3, gflops=gflops, roofline=gflops / peak
+    )
     if ("smplx", name) in best:
       row["smplx_meshes_s"] = b / best[("smplx", name)]
       row["speedup"] = row["meshes_s"] / row["smplx_meshes_s"]

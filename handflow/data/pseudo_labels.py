@@ -25,8 +25,10 @@ import dataclasses
 import numpy as np
 
 # OpenPose order: finger chains (MCP, PIP, DIP, tip) of thumb, index, middle, ring, pinky.
-FINGERS = {name: list(range(1 + 4 * i, 5 + 4 * i)) for i, name in
-           enumerate(("thumb", "index", "middle", "ring", "pinky"))}  # fmt: skip
+FINGERS = {
+  name: list(range(1 + 4 * i, 5 + 4 * i))
+  for i, name in enumerate(("thumb", "index", "middle", "ring", "pinky"))
+}
 NEIGHBOURS = (("index", "middle"), ("middle", "ring"), ("ring", "pinky"))
 
 
