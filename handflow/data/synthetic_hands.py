@@ -115,7 +115,11 @@ class SyntheticHands(tfds.core.GeneratorBasedBuilder):
 
 
 def builder(config: SyntheticHandsConfig, data_dir: str | None = None) -> SyntheticHands:
-  return SyntheticHands(config=config, data_dir=data_dir or None)
+  # TFDS refuses a custom config named like a registered one: pass registered ones by name.
+  registered = {c.name for c in SyntheticHands.BUILDER_CONFIGS}
+  return SyntheticHands(
+    config=config.name if config.name in registered else config, data_dir=data_dir or None
+  )
 
 
 def config_from(data_config) -> SyntheticHandsConfig:

@@ -83,3 +83,17 @@ def test_bad_configs_are_named():
   config = ust.get_config("hanco")
   with pytest.raises(ValueError, match="dataset 'hanco' has no builder yet"):
     prepare.dataset_builder(config)
+
+
+def test_default_and_custom_configs_make_builders(tmp_path):
+  default = prepare.dataset_builder(_with_dir(ust.get_config(), tmp_path))
+  assert default.builder_config.scene == synthetic.SceneConfig()
+  assert not default.is_prepared()
+  custom = _with_dir(ust.get_config("views=4"), tmp_path)
+  custom.data.rig_views = 4
+  assert prepare.dataset_builder(custom).builder_config.scene.views == 4
+
+
+def _with_dir(config, path):
+  config.data.data_dir = str(path)
+  return config
