@@ -1,0 +1,87 @@
+"""Checkpoints: the only module that talks to orbax.
+
+  ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=3)
+  ckpt.save(step, state, meta={"data_position": ...})     # async; ckpt.wait() to block
+  restored = ckpt.restore_latest(abstract_state)          # None when there is no checkpoint
+
+`state` is any pytree of arrays (params, optimiser state, step, RNG key data); `meta` is a
+JSON-able dict (data position, config hash). `abstract_state` is a pytree of
+jax.ShapeDtypeStruct carrying the shardings to restore onto, so a run restores onto a different
+mesh than the one that saved. A checkpoint that cannot be read is reported by path, never
+silently replaced by a fresh start.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint exists but cannot be read."""
+
+
+def abstract_like(state, shardings=None):
+  """jax.ShapeDtypeStruct pytree of `state`, with `shardings` (a matching pytree) if given."""
+  if shardings is None:
+    return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), state
+    )
+  return jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
+  )
+
+
+class Checkpointer:
+  def __init__(self, directory, *, max_to_keep: int = 3, save_interval_steps: int = 1):
+    self.directory = pathlib.Path(directory).absolute()
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep, save_interval_steps=save_interval_steps, create=True
+    )
+    self._manager = ocp.CheckpointManager(
+      self.directory, options=options, item_names=("state", "meta")
+    )
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, state, meta: dict | None = None, *, force: bool = False) -> bool:
+    """Saves (asynchronously) when the interval says so or `force`; returns whether it did."""
+    args = ocp.args.Composite(
+      state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta or {})
+    )
+    return self._manager.save(int(step), args=args, force=force)
+
+  def wait(self):
+    self._manager.wait_until_finished()
+
+  def restore(self, step: int, abstract_state):
+    """(state, meta) of `step`, onto the shardings in `abstract_state`."""
+    path = self.directory / str(step)
+    try:
+      out = self._manager.restore(
+        int(step),
+        args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+        ),
+      )
+    except Exception as e:
+      raise CheckpointError(f"checkpoint {path} cannot be restored: {type(e).__name__}: {e}") from e
+    return out["state"], dict(out["meta"] or {})
+
+  def restore_latest(self, abstract_state):
+    """(step, state, meta) of the newest checkpoint, or None when there is none."""
+    step = self.latest_step()
+    if step is None:
+      return None
+    state, meta = self.restore(step, abstract_state)
+    return step, state, meta
+
+  def close(self):
+    self._manager.wait_until_finished()
+    self._manager.close()
