@@ -1,0 +1,1 @@
+"""Methods (UST-Hand, CycleHand, HandMIM) behind one small interface (`base.Method`)."""

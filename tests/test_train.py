@@ -1,0 +1,137 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from handflow import checkpoint, optim, sharding, train, writers
+from tests import train_helper as th
+
+ENV = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+
+
+def _run_steps(mesh, n=3):
+  cfg = th.config(10)
+  tx = optim.make_optimizer(cfg.optim, cfg.num_steps)
+  it = th.batches(0)
+  state, shards = train.create_train_state(
+    th.LinearMethod(),
+    tx,
+    jax.random.key(0),
+    sharding.global_batch(next(th.batches(0)), mesh),
+    mesh,
+    "replicated",
+    False,
+  )
+  step = train.make_train_step(th.LinearMethod(), tx, shards, mesh)
+  for _ in range(n):
+    state, _ = step(state, sharding.global_batch(next(it), mesh))
+  return train.params_to_numpy(state)
+
+
+def test_sharded_step_equals_single_device():
+  eight = _run_steps(sharding.make_mesh({"data": 8}))
+  one = _run_steps(sharding.make_mesh({"data": 1}, devices=jax.devices()[:1]))
+  for k in eight:
+    np.testing.assert_allclose(eight[k], one[k], rtol=1e-5, atol=1e-6)
+
+
+def test_loss_goes_down_and_everything_is_logged(tmp_path):
+  cfg = th.config(60, eval_every=30, tensorboard=True)
+  cfg.optim.learning_rate = 0.2
+  state = train.train_and_evaluate(cfg, tmp_path, th.LinearMethod(), th.batches, th.eval_batches())
+  rows = writers.read_jsonl(tmp_path / "metrics.jsonl")
+  losses = [r["loss"] for r in rows if "loss" in r]
+  assert losses[-1] < 0.05 * losses[0]
+  evals = [r for r in rows if "eval/abs_err" in r]
+  assert [r["step"] for r in evals] == [30, 60]
+  assert evals[1]["eval/abs_err"] < evals[0]["eval/abs_err"]
+  assert int(state.step) == 60 and (tmp_path / "tb").is_dir()
+  assert checkpoint.Checkpointer(tmp_path / "checkpoints").latest_step() == 60
+
+
+def test_nan_batch_is_skipped_and_counted(tmp_path):
+  state = train.train_and_evaluate(
+    th.config(10), tmp_path, th.LinearMethod(), lambda s: th.batches(s, nan_steps={3})
+  )
+  assert int(state.skipped) == 1 and int(state.nonfinite) == 0
+  assert all(np.isfinite(v).all() for v in train.params_to_numpy(state).values())
+  rows = writers.read_jsonl(tmp_path / "metrics.jsonl")
+  assert rows[-1]["skipped"] == 1.0
+
+
+def test_too_many_nonfinite_in_a_row_stops_with_a_message(tmp_path):
+  with pytest.raises(train.NonFiniteError, match="3 non-finite losses or gradients in a row"):
+    train.train_and_evaluate(
+      th.config(20),
+      tmp_path,
+      th.LinearMethod(),
+      lambda s: th.batches(s, nan_steps=set(range(4, 20))),
+    )
+
+
+def _script(workdir, steps, sleep=0.0):
+  return subprocess.Popen(
+    [sys.executable, "-m", "tests.train_helper", str(workdir), str(steps), str(sleep)],
+    env=ENV,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+  )
+
+
+def _wait_for_checkpoint(workdir, min_step, proc, timeout=120):
+  t0 = time.time()
+  while time.time() - t0 < timeout:
+    steps = sorted(int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit())
+    if steps and steps[-1] >= min_step:
+      return
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    time.sleep(0.2)
+  raise TimeoutError
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+  straight = _script(tmp_path / "straight", 24)
+  assert straight.wait(timeout=300) == 0, straight.stderr.read().decode()[-2000:]
+  killed = _script(tmp_path / "killed", 24, sleep=0.15)
+  _wait_for_checkpoint(tmp_path / "killed", 6, killed)
+  killed.send_signal(signal.SIGKILL)
+  killed.wait()
+  assert not (tmp_path / "killed" / "final.npz").exists()
+  resumed = _script(tmp_path / "killed", 24)
+  assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()[-2000:]
+  a, b = np.load(tmp_path / "straight" / "final.npz"), np.load(tmp_path / "killed" / "final.npz")
+  for k in a.files:
+    np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_sigterm_leaves_a_restorable_checkpoint(tmp_path):
+  proc = _script(tmp_path, 200, sleep=0.1)
+  _wait_for_checkpoint(tmp_path, 4, proc)
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=120) == 0
+  ck = checkpoint.Checkpointer(tmp_path / "checkpoints")
+  step = ck.latest_step()
+  assert 4 <= step < 200
+  _, meta = ck.restore(step, _abstract_state())
+  assert meta["preempted"] is True and meta["data_position"] == step
+
+
+def _abstract_state():
+  mesh = sharding.make_mesh()
+  cfg = th.config(10)
+  tx = optim.make_optimizer(cfg.optim, 10)
+  state, shards = train.create_train_state(
+    th.LinearMethod(),
+    tx,
+    jax.random.key(0),
+    sharding.global_batch(next(th.batches(0)), mesh),
+    mesh,
+    "replicated",
+    False,
+  )
+  return checkpoint.abstract_like(state, shards)
