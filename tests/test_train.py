@@ -135,3 +135,35 @@ def _abstract_state():
     False,
   )
   return checkpoint.abstract_like(state, shards)
+
+
+def test_two_processes_with_jax_distributed_end_identical(tmp_path):
+  import random
+
+  port = str(random.randint(20000, 40000))
+  env = dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  procs = [
+    subprocess.Popen(
+      [sys.executable, "-m", "tests.dist_helper", str(tmp_path / "multi"), str(i), "2", port, "6"],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+    )
+    for i in range(2)
+  ]
+  for p in procs:
+    assert p.wait(timeout=300) == 0, p.stderr.read().decode()[-3000:]
+  env4 = dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  single = subprocess.run(
+    [sys.executable, "-m", "tests.dist_helper", str(tmp_path / "single"), "0", "1", port, "6"],
+    env=env4,
+    capture_output=True,
+  )
+  assert single.returncode == 0, single.stderr.decode()[-3000:]
+  a, b = np.load(tmp_path / "multi" / "final_0.npz"), np.load(tmp_path / "multi" / "final_1.npz")
+  ref = np.load(tmp_path / "single" / "final_0.npz")
+  for k in a.files:
+    np.testing.assert_array_equal(a[k], b[k])  # identical on both hosts
+    np.testing.assert_allclose(a[k], ref[k], rtol=1e-5, atol=1e-6)  # = one process, same batches
+  # Only process 0 wrote the logs.
+  assert (tmp_path / "multi" / "metrics.jsonl").exists()
