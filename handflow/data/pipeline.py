@@ -190,7 +190,7 @@ def _checked(config, iterable):
       ) from None
 
 
-def make_dataset(config, split, *, train, process_index=0, process_count=1, seed=0):
+def make_dataset(config, split, *, train, process_index=0, process_count=1, seed=0, skip=0):
   """tf.data of single examples for this host (see the module docstring)."""
   builder = _builder_or_error(config)
   rig_views = builder.info.features["images"].shape[1]
@@ -206,18 +206,36 @@ def make_dataset(config, split, *, train, process_index=0, process_count=1, seed
   ds = builder.as_dataset(split=host_split, shuffle_files=train, read_config=read)
   if train:
     ds = ds.repeat().shuffle(max(16, 4 * config.batch_size), seed=seed)
-  ds = ds.enumerate().map(
-    _example_fn(config, split, train, seed), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+  # Resuming skips examples before the (costly) map; the indices, hence augmentations, match an
+  # uninterrupted run.
+  ds = (
+    ds.skip(skip)
+    .enumerate(start=skip)
+    .map(
+      _example_fn(config, split, train, seed),
+      num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True,
+    )
   )
   return ds
 
 
-def batches(config, split, *, train, process_index=0, process_count=1, seed=0, batch_size=None):
+def batches(
+  config, split, *, train, process_index=0, process_count=1, seed=0, batch_size=None, start_step=0
+):
   """NumPy batches [b, t, v, ...] for this host; evaluation: one padded pass, equal step counts
-  on every host (ready for jax.make_array_from_process_local_data)."""
+  on every host (ready for jax.make_array_from_process_local_data). Training starts at
+  `start_step` (the data position of a restored checkpoint) with the batches an uninterrupted
+  run would see there."""
   b = batch_size or max(1, config.batch_size // process_count)
   ds = make_dataset(
-    config, split, train=train, process_index=process_index, process_count=process_count, seed=seed
+    config,
+    split,
+    train=train,
+    process_index=process_index,
+    process_count=process_count,
+    seed=seed,
+    skip=start_step * b if train else 0,
   )
   if train:
     yield from _checked(

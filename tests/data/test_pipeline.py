@@ -124,3 +124,12 @@ def test_corrupt_record_is_named(tiny, tmp_path):  # noqa: F811
   with pytest.raises(pipeline.DataError, match="is corrupt or unreadable"):
     for _ in range(3):
       next(pipeline.batches(broken, "train", train=True))
+
+
+def test_training_resumes_at_a_data_position(tiny):  # noqa: F811
+  config, _ = tiny
+  it = pipeline.batches(config, "train", train=True, seed=2)
+  third = [next(it) for _ in range(3)][-1]
+  resumed = next(pipeline.batches(config, "train", train=True, seed=2, start_step=2))
+  for k in third:
+    np.testing.assert_array_equal(third[k], resumed[k], err_msg=k)
