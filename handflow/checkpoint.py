@@ -13,10 +13,9 @@ silently replaced by a fresh start.
 
 from __future__ import annotations
 
-import pathlib
-
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 
 class CheckpointError(RuntimeError):
@@ -36,7 +35,8 @@ def abstract_like(state, shardings=None):
 
 class Checkpointer:
   def __init__(self, directory, *, max_to_keep: int = 3, save_interval_steps: int = 1):
-    self.directory = pathlib.Path(directory).absolute()
+    directory = epath.Path(directory)
+    self.directory = directory if "://" in str(directory) else directory.resolve()
     options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, save_interval_steps=save_interval_steps, create=True
     )

@@ -8,18 +8,23 @@ model check); train, eval and prepare build the embedded dataset on first use (r
 mode whose method has not landed yet says so and exits with status 2 (train: 0, after the above).
 """
 
-import pathlib
 import sys
 
 from absl import app, flags
+from etils import epath
 from ml_collections import config_flags
 
-from handflow import preflight
+from handflow import preflight, sharding
 from handflow.data import prepare
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "prepare"], "What to run.")
+# Multi-host: set by the launcher (launch/tpu.sh sets HANDFLOW_DISTRIBUTED=1 on TPU pods, where
+# JAX finds the coordinator itself); on other clusters pass all three.
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 
 # Methods whose train/eval/predict exist.
 _METHODS: dict = {}
@@ -59,8 +64,9 @@ def _parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     _die(f"unexpected arguments: {argv[1:]}")
+  sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config, mode = _CONFIG.value, _MODE.value
-  workdir = pathlib.Path(_WORKDIR.value)
+  workdir = epath.Path(_WORKDIR.value)  # local or gs://
   method = config.get("method", "?")
   try:
     summary = preflight.run(config, workdir)

@@ -9,19 +9,19 @@ model path, side or convention fails here with a clear message rather than deep 
 from __future__ import annotations
 
 import json
-import pathlib
 import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 
 from handflow.hand import conventions, kernel
 from handflow.hand import model as hand_model
 
 
-def save_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> pathlib.Path:
+def save_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> epath.Path:
   path = workdir / "config.json"
   path.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
   return path
@@ -61,7 +61,8 @@ def check_hand_model(config: ml_collections.ConfigDict) -> dict:
   }
 
 
-def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
+def run(config: ml_collections.ConfigDict, workdir) -> dict:
+  workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   save_config(config, workdir)
   summary = check_hand_model(config)

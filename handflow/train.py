@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import pathlib
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from etils import epath
 
 from handflow import checkpoint, optim, sharding, writers
 from handflow.eval import metrics as eval_metrics
@@ -189,7 +189,7 @@ def _restore(config, ckpt, abstract):
 
 def train_and_evaluate(config, workdir, method, train_batches, eval_batches=None):
   """Trains `method` for config.num_steps; returns the final TrainState."""
-  workdir = pathlib.Path(workdir)
+  workdir = epath.Path(workdir)
   mesh = sharding.make_mesh(dict(config.get("mesh", {"data": -1})))
   tx = optim.make_optimizer(config.optim, config.num_steps)
   ema_decay = float(config.optim.get("ema_decay", 0.0))

@@ -1,31 +1,36 @@
 """Metrics to the workdir: one JSON line per logged step, TensorBoard events, progress lines.
 
 Only process 0 writes (every process may call). `metrics.jsonl` holds every logged metric with
-its step; TensorBoard events go to `tb/`. Progress: a single updating line on a terminal, plain
-periodic lines otherwise (logs, CI), with step rate and ETA; compile time is reported apart from
-step time.
+its step (on storage without appends, such as GCS, each run segment writes its own
+`metrics-<time>.jsonl`; `read_jsonl` reads them all in order); TensorBoard events go to `tb/`.
+The workdir may be local or remote (`gs://...`, through etils.epath).
+Progress: a single updating line on a terminal, plain periodic lines otherwise (logs, CI), with
+step rate and ETA; compile time is reported apart from step time.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import pathlib
 import sys
 import time
 
 import jax
 import numpy as np
+from etils import epath
 
 
 class MetricWriter:
   def __init__(self, workdir, *, tensorboard: bool = True):
     self.active = jax.process_index() == 0
-    self.workdir = pathlib.Path(workdir)
+    self.workdir = epath.Path(workdir)
     self._tb = None
     if self.active:
       self.workdir.mkdir(parents=True, exist_ok=True)
-      self._jsonl = (self.workdir / "metrics.jsonl").open("a")
+      try:
+        self._jsonl = (self.workdir / "metrics.jsonl").open("a")
+      except Exception:  # noqa: BLE001 - no append on this filesystem: one file per segment.
+        self._jsonl = (self.workdir / f"metrics-{int(time.time())}.jsonl").open("w")
       if tensorboard:
         import tensorflow as tf  # TF is a dependency already (tf.data); imported lazily.
 
@@ -58,7 +63,10 @@ class MetricWriter:
 
 
 def read_jsonl(path) -> list[dict]:
-  return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines() if line]
+  """Rows of a metrics file, or of all metrics*.jsonl in a workdir (in time order)."""
+  path = epath.Path(path)
+  files = sorted(path.glob("metrics*.jsonl")) if path.is_dir() else [path]
+  return [json.loads(line) for f in files for line in f.read_text().splitlines() if line]
 
 
 class Progress:
