@@ -75,12 +75,27 @@ def get_config(arg=None):
   c.optim.weight_decay = 1e-4
   c.optim.schedule = "cosine"
   c.optim.warmup_steps = 100
+  c.optim.end_factor = 0.01
+  c.optim.grad_clip = 1.0
+  c.optim.ema_decay = 0.0  # > 0 keeps an EMA of the parameters
+
+  # Training loop (handflow.train).
+  c.mesh = ml_collections.ConfigDict({"data": -1})  # add {"model": n} for model parallelism
+  c.param_sharding = "replicated"  # or "fsdp"
+  c.log_every = 50
+  c.eval_every = 500
+  c.max_nonfinite = 10  # stop after this many non-finite steps in a row
+  c.checkpoint = ml_collections.ConfigDict({"every": 500, "keep": 3})
+  c.tensorboard = True
+  c.resume = ""  # a checkpoint directory to start from when the workdir has none
 
   if arg.variant == "tiny":
     c.data.views, c.data.rig_views, c.data.frames, c.data.image_size = 2, 2, 2, 32
     c.data.clips = ml_collections.ConfigDict({"train": 4, "validation": 2, "test": 2})
     c.model.backbone_depth, c.model.backbone_width, c.model.num_hypotheses = 10, 8, 4
     c.batch_size, c.num_steps = 2, 4
+    c.optim.warmup_steps, c.log_every, c.eval_every = 1, 1, 0
+    c.checkpoint.every = 2
   elif arg.variant in ("hanco", "dexycb", "ho3d"):
     c.data.name = arg.variant
     c.data.image_size = 256
