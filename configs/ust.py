@@ -88,6 +88,8 @@ def get_config(arg=None):
   c.checkpoint = ml_collections.ConfigDict({"every": 500, "keep": 3})
   c.tensorboard = True
   c.resume = ""  # a checkpoint directory to start from when the workdir has none
+  c.compute_dtype = "float32"  # "bfloat16" on TPU
+  c.profile = ml_collections.ConfigDict({"start": -1, "steps": 0})  # a trace of steps [s, s+n)
 
   if arg.variant == "tiny":
     c.data.views, c.data.rig_views, c.data.frames, c.data.image_size = 2, 2, 2, 32
@@ -101,6 +103,7 @@ def get_config(arg=None):
     c.data.image_size = 256
     c.model.backbone_depth, c.model.backbone_width = 50, 64
     c.batch_size, c.num_steps = 8, 50_000
+    c.compute_dtype = "bfloat16"
     c.data.views = {"hanco": 8, "dexycb": 8, "ho3d": 5}[arg.variant]
   # Explicit arg keys win over the variant's choices (0 keeps the variant's).
   if arg.K:

@@ -15,6 +15,8 @@ sharded on a mesh (`config.mesh`, default all devices on "data"); the RNG is fol
 step. A non-finite loss or gradient skips the update (the batch is consumed), is counted and
 logged, and the run stops with a message after `config.max_nonfinite` in a row. SIGTERM
 (preemption) saves a checkpoint at the end of the current step and returns.
+`config.compute_dtype = "bfloat16"` computes the loss in bfloat16 (TPU); `config.profile =
+{"start": s, "steps": n}` writes a profiler trace of steps s .. s+n-1 to `workdir/profile`.
 """
 
 from __future__ import annotations
@@ -95,12 +97,33 @@ def state_shardings(abstract_state: TrainState, mesh, param_mode: str):
   )
 
 
-def make_train_step(method, tx, shardings: TrainState, mesh, ema_decay: float = 0.0):
-  """The jitted step; donates the state."""
+def _cast_floats(tree, dtype):
+  return jax.tree.map(
+    lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
+  )
+
+
+def make_train_step(
+  method, tx, shardings: TrainState, mesh, ema_decay: float = 0.0, compute_dtype: str = "float32"
+):
+  """The jitted step; donates the state.
+
+  compute_dtype "bfloat16" (for TPUs): the loss is computed on bfloat16 copies of the parameters
+  and of the batch's float arrays; parameters, gradients and optimiser state stay float32.
+  """
+  if compute_dtype not in ("float32", "bfloat16"):
+    raise ValueError(f"config.compute_dtype = '{compute_dtype}': expected float32 or bfloat16")
+  dtype = jnp.dtype(compute_dtype)
+
+  def loss_fn(params, batch, rng):
+    if dtype == jnp.float32:
+      return method.loss_fn(params, batch, rng)
+    loss, aux = method.loss_fn(_cast_floats(params, dtype), _cast_floats(batch, dtype), rng)
+    return loss.astype(jnp.float32), _cast_floats(aux, jnp.float32)
 
   def step_fn(state: TrainState, batch):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    (loss, aux), grads = jax.value_and_grad(method.loss_fn, has_aux=True)(state.params, batch, rng)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     # Non-finite gradients would poison the optimiser state even if unused: zero them first.
@@ -208,7 +231,11 @@ def train_and_evaluate(config, workdir, method, train_batches, eval_batches=None
   start = 0
   if restored is not None:
     start, state, _ = restored
-  step_fn = make_train_step(method, tx, shardings, mesh, ema_decay)
+  step_fn = make_train_step(
+    method, tx, shardings, mesh, ema_decay, config.get("compute_dtype", "float32")
+  )
+  profile = config.get("profile", {}) or {}
+  profile_start, profile_steps = int(profile.get("start", -1)), int(profile.get("steps", 0))
   writer = writers.MetricWriter(workdir, tensorboard=bool(config.get("tensorboard", True)))
   progress = writers.Progress(config.num_steps, start)
   log_every = int(config.get("log_every", 50))
@@ -228,8 +255,13 @@ def train_and_evaluate(config, workdir, method, train_batches, eval_batches=None
   with _Preemption() as preempt:
     for step in range(start, config.num_steps):
       local = next(batches)
+      if profile_steps and step == profile_start:
+        jax.profiler.start_trace(str(workdir / "profile"))
       t0 = time.perf_counter()
       state, out = step_fn(state, sharding.global_batch(local, mesh))
+      if profile_steps and step == profile_start + profile_steps - 1:
+        jax.block_until_ready(state.step)
+        jax.profiler.stop_trace()
       if step == start:
         jax.block_until_ready(state.step)
         progress.compiled(time.perf_counter() - t0)

@@ -167,3 +167,17 @@ def test_two_processes_with_jax_distributed_end_identical(tmp_path):
     np.testing.assert_allclose(a[k], ref[k], rtol=1e-5, atol=1e-6)  # = one process, same batches
   # Only process 0 wrote the logs.
   assert (tmp_path / "multi" / "metrics.jsonl").exists()
+
+
+def test_bfloat16_compute_and_profiler_trace(tmp_path):
+  cfg = th.config(8, compute_dtype="bfloat16", profile={"start": 3, "steps": 2})
+  state = train.train_and_evaluate(cfg, tmp_path, th.LinearMethod(), th.batches)
+  params = train.params_to_numpy(state)
+  assert all(v.dtype == np.float32 and np.isfinite(v).all() for v in params.values())
+  assert np.isfinite([r["loss"] for r in writers.read_jsonl(tmp_path / "metrics.jsonl")]).all()
+  f32 = train.train_and_evaluate(th.config(8), tmp_path / "f32", th.LinearMethod(), th.batches)
+  for k, v in train.params_to_numpy(f32).items():
+    np.testing.assert_allclose(params[k], v, atol=0.05)  # bfloat16 rounding, same trajectory
+  assert any((tmp_path / "profile").rglob("*.xplane.pb"))
+  with pytest.raises(ValueError, match="compute_dtype = 'float16'"):
+    train.make_train_step(th.LinearMethod(), None, None, None, compute_dtype="float16")
