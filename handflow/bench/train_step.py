@@ -1,0 +1,98 @@
+"""Train-step cost: compile time, step time, examples/s, FLOP/s against the GEMM peak, and the
+same with the input pipeline attached (is the step input-bound?).
+
+  python -m handflow.bench.train_step --config=configs/ust.py [--steps=20]
+
+The workload is the method that exists for the config's data: until UST-Hand lands, the 2D
+keypoint regressor (`methods/keypoints2d.py`) at the config's width, on the embedded
+synthetic_hands data (prepared first if needed). Writes bench_results/train_step.json.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+from absl import app, flags
+from ml_collections import config_flags
+
+from handflow import optim, sharding, train
+from handflow.bench import common
+from handflow.data import pipeline, prepare
+from handflow.methods.keypoints2d import Keypoints2D
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/ust.py", "Experiment config.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps.")
+_OUT = flags.DEFINE_string("out", None, "JSON output path.")
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  prepare.prepare(config)
+  mesh = sharding.make_mesh(dict(config.get("mesh", {"data": -1})))
+  method = Keypoints2D(width=config.model.backbone_width, depth=4)
+  tx = optim.make_optimizer(config.optim, max(config.num_steps, config.optim.warmup_steps + 1))
+  it = pipeline.batches(config, "train", train=True)
+  batch = sharding.global_batch(next(it), mesh)
+  state, shards = train.create_train_state(
+    method, tx, jax.random.key(0), batch, mesh, config.param_sharding, False
+  )
+  step = train.make_train_step(method, tx, shards, mesh, 0.0, config.compute_dtype)
+  flops = common.jax_flops(step, state, batch)
+  t0 = time.perf_counter()
+  state, out = step(state, batch)
+  jax.block_until_ready(out)
+  compile_s = time.perf_counter() - t0
+  times = []
+  for _ in range(_STEPS.value):
+    t0 = time.perf_counter()
+    state, out = step(state, batch)
+    jax.block_until_ready(out)
+    times.append(time.perf_counter() - t0)
+  step_s = min(times)
+  t0 = time.perf_counter()
+  for _ in range(_STEPS.value):
+    state, out = step(state, sharding.global_batch(next(it), mesh))
+  jax.block_until_ready(out)
+  fed_s = (time.perf_counter() - t0) / _STEPS.value
+  peak = common.matmul_peak_gflops()
+  b = config.batch_size
+  images = b * config.data.frames * config.data.views
+  rows = [
+    dict(what="compile", seconds=compile_s),
+    dict(
+      what="step (in-memory batch)",
+      seconds=step_s,
+      clips_s=b / step_s,
+      images_s=images / step_s,
+      gflops=flops / step_s / 1e9,
+      of_peak=flops / step_s / 1e9 / peak,
+    ),
+    dict(what="step + input pipeline", seconds=fed_s, clips_s=b / fed_s, images_s=images / fed_s),
+  ]
+  print(
+    f"method {method.name} (width {config.model.backbone_width}), batch {b} clips = {images} "
+    f"images of {config.data.image_size} px; GEMM peak {peak:.0f} GFLOP/s; {common.machine()}\n"
+  )
+  common.print_table(
+    rows,
+    [
+      ("what", "", "{}"),
+      ("seconds", "s", "{:.4f}"),
+      ("clips_s", "clips/s", "{:.1f}"),
+      ("images_s", "images/s", "{:.0f}"),
+      ("gflops", "GFLOP/s", "{:.1f}"),
+      ("of_peak", "of peak", "{:.0%}"),
+    ],
+  )
+  bound = "yes" if fed_s > 1.2 * step_s else "no"
+  print(f"\ninput-bound: {bound} (fed / in-memory step time = {fed_s / step_s:.2f})")
+  path = common.write_json(
+    "train_step", {"machine": common.machine(), "rows": rows, "flops_per_step": flops}, _OUT.value
+  )
+  print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)

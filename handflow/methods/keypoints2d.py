@@ -1,0 +1,80 @@
+"""A 2D keypoint regressor trained on pseudo-labels: the per-image baseline.
+
+Every view of every frame is one image: a small residual ConvNet (width and depth from
+`config.model`) regresses the 21 keypoints in crop pixels, trained with a confidence-weighted
+smooth-L1 loss against the pseudo-labels (`uv_pl`, `conf`); missing detections (confidence 0)
+and padded samples (mask 0) count for nothing. Evaluation reports the mean 2D error against the
+ground truth (`uv`, pixels), and the same for the pseudo-labels themselves (the teacher), as
+exact dataset means. It is the deterministic-head baseline that UST-Hand's flow is compared
+with, and the workload of `handflow.bench.train_step` until UST-Hand lands.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from handflow.eval import metrics
+
+
+class ConvNet(nn.Module):
+  """Strided residual blocks -> global average pool -> 42 outputs in [0, 1] (u, v / size)."""
+
+  width: int = 32
+  depth: int = 4
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Conv(self.width, (3, 3), strides=2)(x)
+    for i in range(self.depth):
+      ch = self.width * 2 ** min(i, 3)
+      y = nn.relu(nn.GroupNorm(num_groups=8)(nn.Conv(ch, (3, 3), strides=2)(nn.relu(x))))
+      y = nn.Conv(ch, (3, 3))(y)
+      x = nn.Conv(ch, (1, 1), strides=2)(x) + y
+    x = jnp.mean(nn.relu(x), axis=(1, 2))
+    return nn.sigmoid(nn.Dense(42)(x)).reshape(x.shape[0], 21, 2)
+
+
+def _images(batch):
+  """[b, t, v, s, s, 3] -> [b*t*v, s, s, 3] and the leading shape."""
+  img = batch["images"]
+  return img.reshape((-1,) + img.shape[-3:]), img.shape[:3]
+
+
+class Keypoints2D:
+  name = "keypoints2d"
+
+  def __init__(self, width: int = 32, depth: int = 4):
+    self.net = ConvNet(width, depth)
+
+  def predict(self, params, batch):
+    """uv [b, t, v, 21, 2] in crop pixels."""
+    img, lead = _images(batch)
+    size = img.shape[1]
+    return (self.net.apply(params, img) * size - 0.5).reshape(lead + (21, 2))
+
+  def init_params(self, rng, batch):
+    img, _ = _images(batch)
+    return self.net.init(rng, img[:1])
+
+  def loss_fn(self, params, batch, rng):
+    del rng
+    uv = self.predict(params, batch)
+    size = batch["images"].shape[-2]
+    d = jnp.abs(uv - batch["uv_pl"]) / size  # normalised so the loss does not scale with size
+    smooth = jnp.where(d < 0.02, 0.5 * d**2 / 0.02, d - 0.01).sum(-1)
+    w = batch["conf"] * batch["mask"][:, None, None, None]
+    loss = jnp.sum(w * smooth) / jnp.maximum(jnp.sum(w), 1e-6)
+    return loss, {"weighted_l1": loss}
+
+  def eval_stats(self, params, batch):
+    uv = self.predict(params, batch)
+    per_sample = lambda e: jnp.mean(e, axis=(1, 2, 3))
+    err = jnp.linalg.norm(uv - batch["uv"], axis=-1)
+    # The teacher's error over its detections (missing ones have no position).
+    det = (batch["conf"] > 0).astype(err.dtype)
+    teacher = jnp.linalg.norm(batch["uv_pl"] - batch["uv"], axis=-1) * det
+    teacher = jnp.sum(teacher, axis=(1, 2, 3)) / jnp.maximum(jnp.sum(det, axis=(1, 2, 3)), 1.0)
+    return metrics.batch_stats(
+      {}, {"uv_err_px": per_sample(err), "teacher_uv_err_px": teacher}, batch["mask"]
+    )
