@@ -37,8 +37,10 @@ class Checkpointer:
   def __init__(self, directory, *, max_to_keep: int = 3, save_interval_steps: int = 1):
     directory = epath.Path(directory)
     self.directory = directory if "://" in str(directory) else directory.resolve()
+    # The interval is enforced here: orbax would also save the first step it is given.
+    self.every = max(1, int(save_interval_steps))
     options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, save_interval_steps=save_interval_steps, create=True
+      max_to_keep=max_to_keep, save_interval_steps=1, create=True
     )
     self._manager = ocp.CheckpointManager(
       self.directory, options=options, item_names=("state", "meta")
@@ -51,7 +53,10 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def save(self, step: int, state, meta: dict | None = None, *, force: bool = False) -> bool:
-    """Saves (asynchronously) when the interval says so or `force`; returns whether it did."""
+    """Saves (asynchronously) every `save_interval_steps` steps, or when `force`d; returns
+    whether it did."""
+    if not force and step % self.every:
+      return False
     args = ocp.args.Composite(
       state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta or {})
     )

@@ -16,6 +16,7 @@ from ml_collections import config_flags
 
 from handflow import preflight, sharding
 from handflow.data import prepare
+from handflow.methods import registry
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
@@ -25,9 +26,6 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "prepare
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
-
-# Methods whose train/eval/predict exist.
-_METHODS: dict = {}
 
 
 def _die(msg: str):
@@ -79,7 +77,7 @@ def main(argv):
   if mode == "prepare" and config.data.name not in prepare.BUILDABLE:
     _die(f"mode 'prepare' is not available yet for dataset '{config.data.name}'")
   unavailable = f"mode '{mode}' is not available yet for method '{method}'; nothing was trained"
-  if method not in _METHODS and mode in ("eval", "predict"):
+  if method not in registry.METHODS and mode in ("eval", "predict"):
     _die(unavailable)
   if config.data.name in prepare.BUILDABLE:
     # The embedded dataset is generated on first use and reused after.
@@ -90,10 +88,15 @@ def main(argv):
     print(f"handflow: {config.data.name} ready in {info['data_dir']}: {info['splits']}")
   if mode == "prepare":
     return 0
-  if method not in _METHODS:
+  if method not in registry.METHODS:
     print(f"handflow: {unavailable} (only the preflight and data preparation above ran)")
     return 0
-  return _METHODS[method](mode, config, workdir)
+  try:
+    registry.run(mode, config, workdir)
+  except ValueError as e:
+    _die(str(e))
+  print(f"handflow: trained {method} for {config.num_steps} steps; metrics in {workdir}")
+  return 0
 
 
 def run():

@@ -30,7 +30,7 @@ def test_parse_errors_name_the_token(arg, match):
 def test_ust_variants():
   assert ust.get_config().data.name == "synthetic_hands"
   tiny = ust.get_config("tiny")
-  assert tiny.data.image_size <= 64 and tiny.batch_size <= 4
+  assert tiny.data.image_size <= 64 and tiny.batch_size <= 8 and tiny.num_steps <= 10
   assert ust.get_config("tiny,K=3").model.num_hypotheses == 3  # arg keys beat the variant
   for v in ("hanco", "dexycb", "ho3d"):
     c = ust.get_config(v)

@@ -42,7 +42,7 @@ def test_tiny_run_writes_resolved_config_and_hand_summary(tmp_path):
   cfg = json.loads((wd / "config.json").read_text())
   assert cfg["seed"] == 7 and cfg["model"]["num_hypotheses"] == 3 and cfg["variant"] == "tiny"
   summary = json.loads((wd / "hand_model.json").read_text())
-  assert summary["name"] == "open_hand_right" and summary["batch"] == [2, 2]
+  assert summary["name"] == "open_hand_right" and summary["batch"] == [8, 2]
   assert 0.16 < summary["hand_length_m"] < 0.21
   assert "not available yet" in r.stdout  # says honestly that nothing was trained
   assert "synthetic_hands ready in" in r.stdout  # the embedded data is prepared on first use
@@ -75,3 +75,19 @@ def test_bad_input_gets_one_line(tmp_path, args, match):
   r = _main(*args)
   assert r.returncode == 2
   assert match in _error_line(r)
+
+
+def test_a_method_that_exists_trains_end_to_end(tmp_path):
+  wd = tmp_path / "wd"
+  r = _main(
+    "--config=configs/keypoints2d.py:tiny",
+    f"--workdir={wd}",
+    f"--config.data.data_dir={tmp_path / 'tfds'}",
+    "--config.num_steps=6",
+    "--config.checkpoint.every=3",
+  )
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "trained keypoints2d for 6 steps" in r.stdout
+  rows = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+  assert rows[-1]["step"] == 6 and "eval/uv_err_px" in rows[-1]
+  assert sorted(p.name for p in (wd / "checkpoints").iterdir() if p.name.isdigit()) == ["3", "6"]
