@@ -15,18 +15,8 @@ ENV = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform
 
 
 def _run_steps(mesh, n=3):
-  cfg = th.config(10)
-  tx = optim.make_optimizer(cfg.optim, cfg.num_steps)
+  tx, state, shards = _initial_state(mesh)
   it = th.batches(0)
-  state, shards = train.create_train_state(
-    th.LinearMethod(),
-    tx,
-    jax.random.key(0),
-    sharding.global_batch(next(th.batches(0)), mesh),
-    mesh,
-    "replicated",
-    False,
-  )
   step = train.make_train_step(th.LinearMethod(), tx, shards, mesh)
   for _ in range(n):
     state, _ = step(state, sharding.global_batch(next(it), mesh))
@@ -122,19 +112,18 @@ def test_sigterm_leaves_a_restorable_checkpoint(tmp_path):
 
 
 def _abstract_state():
-  mesh = sharding.make_mesh()
-  cfg = th.config(10)
-  tx = optim.make_optimizer(cfg.optim, 10)
-  state, shards = train.create_train_state(
-    th.LinearMethod(),
-    tx,
-    jax.random.key(0),
-    sharding.global_batch(next(th.batches(0)), mesh),
-    mesh,
-    "replicated",
-    False,
-  )
+  _, state, shards = _initial_state(sharding.make_mesh())
   return checkpoint.abstract_like(state, shards)
+
+
+def _initial_state(mesh):
+  """(optimiser, initial TrainState, its shardings) of the stand-in method on `mesh`."""
+  tx = optim.make_optimizer(th.config(10).optim, 10)
+  batch = sharding.global_batch(next(th.batches(0)), mesh)
+  state, shards = train.create_train_state(
+    th.LinearMethod(), tx, jax.random.key(0), batch, mesh, "replicated", False
+  )
+  return tx, state, shards
 
 
 def test_two_processes_with_jax_distributed_end_identical(tmp_path):
