@@ -87,7 +87,8 @@ def get_config(arg=None):
   c.max_nonfinite = 10  # stop after this many non-finite steps in a row
   c.checkpoint = ml_collections.ConfigDict({"every": 500, "keep": 3})
   c.tensorboard = True
-  c.resume = ""  # a checkpoint directory to start from when the workdir has none
+  c.resume = ""  # a checkpoint directory to continue from when the workdir has none
+  c.init_from = ""  # a checkpoint directory to take parameters from (fine-tuning)
   c.compute_dtype = "float32"  # "bfloat16" on TPU
   c.profile = ml_collections.ConfigDict({"start": -1, "steps": 0})  # a trace of steps [s, s+n)
 

@@ -6,9 +6,10 @@
 step `start_step` (the data position restored from a checkpoint); `eval_batches()` returns one
 padded pass over the evaluation split (mask = 0 on padding) or is None.
 
-Resume order: a checkpoint in `workdir/checkpoints` -> `config.resume` (a checkpoint directory)
--> from scratch. A checkpoint that cannot be read stops the run with its path; the run never
-silently starts over.
+Resume order: a checkpoint in `workdir/checkpoints` -> `config.resume` (a checkpoint directory:
+the whole state) -> `config.init_from` (a checkpoint directory: parameters only) -> from
+scratch. A checkpoint that cannot be read stops the run with its path; the run never silently
+starts over.
 
 One step is one jitted, pure `(state, batch) -> (state, metrics)` with the state donated and
 sharded on a mesh (`config.mesh`, default all devices on "data"); the RNG is folded with the
@@ -196,17 +197,25 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._old)
 
 
-def _restore(config, ckpt, abstract):
-  """Resume order: workdir checkpoint -> config.resume -> None (from scratch)."""
+def _restore(config, ckpt, abstract, fresh: TrainState):
+  """Resume order: workdir checkpoint -> config.resume (whole state) -> config.init_from
+  (parameters only: step, optimiser state and RNG start afresh) -> None (from scratch)."""
   found = ckpt.restore_latest(abstract)
   if found is not None:
     return found
-  resume = config.get("resume", "")
-  if resume:
-    other = checkpoint.Checkpointer(resume)
+  for key in ("resume", "init_from"):
+    path = config.get(key, "")
+    if not path:
+      continue
+    other = checkpoint.Checkpointer(path)
     if other.latest_step() is None:
-      raise checkpoint.CheckpointError(f"config.resume = {resume}: no checkpoint there")
-    return other.restore_latest(abstract)
+      raise checkpoint.CheckpointError(f"config.{key} = {path}: no checkpoint there")
+    step, state, meta = other.restore_latest(abstract)
+    if key == "resume":
+      return step, state, meta
+    params = state.params
+    ema = None if fresh.ema is None else params
+    return 0, dataclasses.replace(fresh, params=params, ema=ema), {}
   return None
 
 
@@ -227,7 +236,7 @@ def train_and_evaluate(config, workdir, method, train_batches, eval_batches=None
   state, shardings = create_train_state(
     method, tx, rng, probe, mesh, config.get("param_sharding", "replicated"), ema_decay > 0
   )
-  restored = _restore(config, ckpt, checkpoint.abstract_like(state, shardings))
+  restored = _restore(config, ckpt, checkpoint.abstract_like(state, shardings), state)
   start = 0
   if restored is not None:
     start, state, _ = restored

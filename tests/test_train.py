@@ -170,3 +170,24 @@ def test_bfloat16_compute_and_profiler_trace(tmp_path):
   assert any((tmp_path / "profile").rglob("*.xplane.pb"))
   with pytest.raises(ValueError, match="compute_dtype = 'float16'"):
     train.make_train_step(th.LinearMethod(), None, None, None, compute_dtype="float16")
+
+
+def test_resume_and_init_from_other_runs(tmp_path):
+  first = train.train_and_evaluate(th.config(6), tmp_path / "a", th.LinearMethod(), th.batches)
+  other = str(tmp_path / "a" / "checkpoints")
+  cont = train.train_and_evaluate(
+    th.config(8, resume=other), tmp_path / "b", th.LinearMethod(), th.batches
+  )
+  assert int(cont.step) == 8  # continued from step 6
+  init = train.train_and_evaluate(
+    th.config(3, init_from=other), tmp_path / "c", th.LinearMethod(), th.batches
+  )
+  assert int(init.step) == 3  # started afresh from the parameters of `a`
+  rows = writers.read_jsonl(tmp_path / "c" / "metrics.jsonl")
+  first_loss = writers.read_jsonl(tmp_path / "a" / "metrics.jsonl")[0]["loss"]
+  assert rows[0]["loss"] < first_loss  # better than a cold start
+  with pytest.raises(checkpoint.CheckpointError, match="config.init_from = .*no checkpoint there"):
+    train.train_and_evaluate(
+      th.config(3, init_from=str(tmp_path / "none")), tmp_path / "d", th.LinearMethod(), th.batches
+    )
+  del first
