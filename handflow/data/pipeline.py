@@ -54,13 +54,17 @@ def _pseudo_labels_fn(config, split):
   return fn
 
 
-def _crop_affines(uv_pl, conf, size, train, rng_seed):
-  """Pixel affines [t, v, 2, 3] from the input crop to the network's crop (NumPy, per example)."""
+def _crop_geometry(uv_pl, conf, uv, K, size, train, rng_seed):
+  """Per example (NumPy): the pixel affine A [t, v, 2, 3] from the input crop to the network's
+  crop, around the confident pseudo-labels (plus random scale, shift and rotation when
+  training), and what it does to the cameras and points: TF's 8-vector of A^-1 (output ->
+  input pixels) [t, v, 8], K' = [A; 0 0 1] K, A uv_pl (0 where missing) and A uv."""
   rng = np.random.default_rng(rng_seed)
   good = conf > 0.3
-  big = np.where(good[..., None], uv_pl, np.nan)
-  lo, hi = np.nanmin(big, -2), np.nanmax(big, -2)  # [t, v, 2]
-  none = ~np.any(good, -1)
+  none = ~np.any(good, -1)  # no confident detection in a view: crop the whole input
+  good = np.where(none[..., None], True, good)
+  lo = np.where(good[..., None], uv_pl, np.inf).min(-2)
+  hi = np.where(good[..., None], uv_pl, -np.inf).max(-2)
   lo = np.where(none[..., None], 0.0, lo)
   hi = np.where(none[..., None], size - 1.0, hi)
   side = np.maximum((hi - lo).max(-1), 8.0) * 1.3
@@ -72,25 +76,20 @@ def _crop_affines(uv_pl, conf, size, train, rng_seed):
     angle = rng.uniform(-np.pi / 4, np.pi / 4, shape)
   else:
     angle = np.zeros(shape)
-  box = np.concatenate([ctr - side[..., None] / 2 + 0.5, side[..., None], side[..., None]], -1)
-  crop = cameras.crop_resize_affine(jnp.asarray(box, jnp.float32), (size, size))
+  crop = cameras.square_crop_affine(ctr, side, size)
   rot = cameras.rotation_affine(
     jnp.asarray(angle, jnp.float32), jnp.full(shape + (2,), (size - 1) / 2)
   )
-  return np.asarray(cameras.compose_affine(rot, crop), np.float32)
+  A = cameras.compose_affine(rot, crop)
+  inv = cameras.invert_affine(A).reshape(shape + (6,))
+  transforms = jnp.concatenate([inv, jnp.zeros(shape + (2,))], -1)
+  uv_pl_out = jnp.where(conf[..., None] > 0, cameras.warp_points(A, uv_pl), 0.0)
+  f32 = lambda x: np.asarray(x, np.float32)
+  return f32(transforms), f32(cameras.warp_K(K, A)), f32(uv_pl_out), f32(cameras.warp_points(A, uv))
 
 
-def _warp(images, A, size):
-  """images [m, h, w, 3] float, A [m, 2, 3] (input -> output pixels) -> [m, size, size, 3]."""
-  a, b, t = A[:, :, 0], A[:, :, 1], A[:, :, 2]
-  det = a[:, 0] * b[:, 1] - b[:, 0] * a[:, 1]
-  # Inverse affine (output -> input), as the 8-vector TF expects.
-  i00, i01 = b[:, 1] / det, -b[:, 0] / det
-  i10, i11 = -a[:, 1] / det, a[:, 0] / det
-  i02 = -(i00 * t[:, 0] + i01 * t[:, 1])
-  i12 = -(i10 * t[:, 0] + i11 * t[:, 1])
-  zeros = tf.zeros_like(i00)
-  transforms = tf.stack([i00, i01, i02, i10, i11, i12, zeros, zeros], -1)
+def _warp(images, transforms, size):
+  """images [m, h, w, 3] float, transforms [m, 8] (output -> input pixels) -> [m, size, size, 3]."""
   return tf.raw_ops.ImageProjectiveTransformV3(
     images=images,
     transforms=transforms,
@@ -99,15 +98,6 @@ def _warp(images, A, size):
     interpolation="BILINEAR",
     fill_mode="CONSTANT",
   )
-
-
-def _warp_K(K, A):
-  bottom = tf.broadcast_to(tf.constant([0.0, 0.0, 1.0]), tf.concat([tf.shape(A)[:-2], [1, 3]], 0))
-  return tf.concat([A, bottom], -2) @ K
-
-
-def _warp_uv(A, uv):
-  return tf.einsum("...ij,...nj->...ni", A[..., :2], uv) + A[..., None, :, 2]
 
 
 def _example_fn(config, split, train, seed):
@@ -128,15 +118,14 @@ def _example_fn(config, split, train, seed):
     # Augmentation differs per draw (the position in the repeated, shuffled stream) and is
     # reproducible; evaluation uses no augmentation.
     aug_seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)])
-    A = tf.numpy_function(
-      lambda u, c, s: _crop_affines(u, c, size, train, s.tolist()),
-      [uv_pl, conf, aug_seed],
-      tf.float32,
+    transforms, K2, uv_pl2, uv2 = tf.numpy_function(
+      lambda u, c, g, k, s: _crop_geometry(u, c, g, k, size, train, s.tolist()),
+      [uv_pl, conf, uv, K, aug_seed],
+      [tf.float32] * 4,
     )
-    A = tf.ensure_shape(A, [t, v, 2, 3])
     in_size = images.shape[2]
     flat = tf.reshape(tf.cast(images, tf.float32) / 255.0, [t * v, in_size, in_size, 3])
-    img = _warp(flat, tf.reshape(A, [t * v, 2, 3]), size)
+    img = _warp(flat, tf.reshape(transforms, [t * v, 8]), size)
     if train:
       s1 = tf.cast(aug_seed, tf.int32)
       img = tf.image.stateless_random_brightness(img, 0.15, seed=s1)
@@ -146,15 +135,15 @@ def _example_fn(config, split, train, seed):
     img = (img - IMAGE_MEAN) / IMAGE_STD
     out = {
       "images": tf.reshape(img, [t, v, size, size, 3]),
-      "K": _warp_K(K, A),
+      "K": tf.ensure_shape(K2, [t, v, 3, 3]),
       "T_cam_world": T,
-      "uv_pl": tf.where(conf[..., None] > 0, _warp_uv(A, uv_pl), 0.0),
+      "uv_pl": tf.ensure_shape(uv_pl2, [t, v, 21, 2]),
       "conf": conf,
       "clip_id": clip_id,
       "mask": tf.constant(1.0),
     }
     if not train or supervised:
-      out.update(xyz=ex["xyz"], uv=_warp_uv(A, uv), visible=visible)
+      out.update(xyz=ex["xyz"], uv=tf.ensure_shape(uv2, [t, v, 21, 2]), visible=visible)
     return out
 
   return fn

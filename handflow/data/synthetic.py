@@ -211,8 +211,7 @@ def generate_clip(seed, config: SceneConfig = SceneConfig(), model=None):
   lo, hi = uv_full.min(-2), uv_full.max(-2)
   side = (hi - lo).max(-1) * c.crop_margin * rng.uniform(0.95, 1.15, (t_, v_))
   ctr = (lo + hi) / 2 + rng.normal(0, 0.04, (t_, v_, 2)) * side[..., None]
-  box = np.concatenate([ctr - side[..., None] / 2 + 0.5, side[..., None], side[..., None]], -1)
-  A = np.asarray(cameras.crop_resize_affine(jnp.asarray(box, jnp.float32), (s, s)))
+  A = np.asarray(cameras.square_crop_affine(ctr, side, s))
   K = np.asarray(cameras.warp_K(jnp.asarray(K_full), jnp.asarray(A)))  # [t, v, 3, 3]
   uv, depth_kp = cameras.project(jnp.asarray(K), jnp.asarray(xyz_c))
   uv, depth_kp = np.asarray(uv), np.asarray(depth_kp)

@@ -97,6 +97,15 @@ def crop_resize_affine(box, out_size):
   return jnp.stack([row0, row1], -2)
 
 
+def square_crop_affine(center, side, out_size: int):
+  """Pixel affine of a square crop of `side` pixels centred at `center` [..., 2] (its edges at
+  center -+ side / 2), resized to out_size x out_size."""
+  center = jnp.asarray(center, jnp.float32)
+  side = jnp.asarray(side, jnp.float32)[..., None]
+  box = jnp.concatenate([center - side / 2 + 0.5, side, side], -1)
+  return crop_resize_affine(box, (out_size, out_size))
+
+
 def rotation_affine(angle, center):
   """Pixel affine rotating the image by `angle` radians (counter-clockwise as displayed, i.e.
   with y down) about `center` [..., 2]."""
