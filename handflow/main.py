@@ -14,7 +14,7 @@ from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
 
-from handflow import preflight, sharding
+from handflow import checkpoint, preflight, sharding, train
 from handflow.data import prepare
 from handflow.methods import registry
 
@@ -93,7 +93,7 @@ def main(argv):
     return 0
   try:
     registry.run(mode, config, workdir)
-  except ValueError as e:
+  except (ValueError, checkpoint.CheckpointError, train.NonFiniteError) as e:
     _die(str(e))
   print(f"handflow: trained {method} for {config.num_steps} steps; metrics in {workdir}")
   return 0

@@ -163,9 +163,13 @@ def make_train_step(
   )
 
 
-def evaluate(method, params, eval_batches: Callable[[], Iterator[dict]], mesh) -> dict:
+def make_eval_stats(method, mesh):
+  """The jitted per-batch statistics (built once per run: one compilation)."""
+  return jax.jit(method.eval_stats, out_shardings=sharding.replicated(mesh))
+
+
+def evaluate(stats_fn, params, eval_batches: Callable[[], Iterator[dict]], mesh) -> dict:
   """Exact dataset metrics: Stats summed over batches (padding masked) and hosts."""
-  stats_fn = jax.jit(method.eval_stats, out_shardings=sharding.replicated(mesh))
   total = None
   for local in eval_batches():
     s = stats_fn(params, sharding.global_batch(local, mesh))
@@ -256,8 +260,10 @@ def train_and_evaluate(config, workdir, method, train_batches, eval_batches=None
     if ckpt.latest_step() != step:
       ckpt.save(step, state, {"data_position": step, **meta}, force=True)
 
+  stats_fn = make_eval_stats(method, mesh)
+
   def log_eval(step):
-    results = evaluate(method, state.params, eval_batches, mesh)
+    results = evaluate(stats_fn, state.params, eval_batches, mesh)
     writer.write(step, {f"eval/{k}": v for k, v in results.items()})
 
   prev, out = None, None
@@ -276,11 +282,13 @@ def train_and_evaluate(config, workdir, method, train_batches, eval_batches=None
         progress.compiled(time.perf_counter() - t0)
       # The previous step's counters: reading them does not wait for the step just dispatched.
       _check_nonfinite(prev, max_nonfinite, step)
+      # Show the previous step's loss: reading the current one would wait for it every step.
+      shown = f"loss {float(prev['loss']):.4g}" if progress.tty and prev is not None else ""
       prev = out
       done = step + 1
       if done % log_every == 0 or done == config.num_steps:
         writer.write(done, {**out, "steps_per_s": progress.rate(done)})
-      progress.tick(done, f"loss {float(out['loss']):.4g}" if progress.tty else "")
+      progress.tick(done, shown)
       if eval_every and eval_batches is not None and done % eval_every == 0:
         log_eval(done)
       if preempt.requested:

@@ -147,14 +147,6 @@ def finalize(stats: Stats) -> dict[str, float]:
   return out
 
 
-def pck_curve(stats: Stats, name: str) -> np.ndarray:
-  """PCK [T] at THRESHOLDS_M of a distance metric, averaged over keypoints."""
-  d = stats.dist[name]
-  count = np.asarray(d["count"], np.float64)
-  seen = count > 0
-  return np.mean(np.asarray(d["pck"], np.float64)[seen] / count[seen, None], axis=0)
-
-
 def pck_2d(pred_uv, gt_uv, threshold_px, mask=None):
   """Share of 2D keypoints within `threshold_px` pixels (<=): pred_uv, gt_uv [..., n, 2]."""
   hit = (point_errors(pred_uv, gt_uv) <= threshold_px).astype(jnp.float32)

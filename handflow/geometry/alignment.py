@@ -54,11 +54,6 @@ def procrustes(pred, gt, *, allow_reflection: bool = True):
   return apply_similarity(pred, *similarity_transform(pred, gt, allow_reflection=allow_reflection))
 
 
-def root_relative(x, root: int = 0):
-  """Subtracts keypoint `root`: [..., n, 3]."""
-  return x - x[..., root : root + 1, :]
-
-
 def align_root(pred, gt, root: int = 0):
   """pred translated so that its keypoint `root` coincides with gt's."""
   return pred - pred[..., root : root + 1, :] + gt[..., root : root + 1, :]

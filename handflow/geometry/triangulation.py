@@ -15,8 +15,6 @@ import itertools
 import jax
 import jax.numpy as jnp
 
-from handflow.geometry import cameras
-
 
 def _dlt_rows(P, uv):
   """The 2 DLT rows per view, [..., v, 2, 4], each normalised to unit length.
@@ -106,8 +104,3 @@ def triangulate_robust(P, uv, w=None, *, scale_px: float = 10.0, iters: int = 4)
     weights = w / (1.0 + (r / scale_px) ** 2)
     x, valid = triangulate(P, uv, weights)
   return x, valid, weights
-
-
-def triangulate_cameras(K, T_cam_world, uv, w=None):
-  """Convenience: triangulate from intrinsics [..., v, 3, 3] and extrinsics [..., v, 4, 4]."""
-  return triangulate(cameras.projection_matrix(K, T_cam_world), uv, w)
