@@ -173,10 +173,16 @@ def render_all(verts_cam, faces, K, albedo, light_cam, ambient, diffuse, bg, siz
   return images, depth
 
 
+@functools.cache
+def _load_model(name: str):
+  """The hand model, loaded once per process (a dataset build generates many clips)."""
+  return hand.load(name, "right")
+
+
 def generate_clip(seed, config: SceneConfig = SceneConfig(), model=None):
   """One clip as a dict of NumPy arrays (see the module docstring); deterministic in `seed`."""
   c = config
-  model = model if model is not None else hand.load(c.hand_model, "right")
+  model = model if model is not None else _load_model(c.hand_model)
   rng = np.random.default_rng(np.asarray(seed, np.int64).tolist())
   t_, v_, s = c.frames, c.views, c.image_size
   axes = _flexion_axes(model)
