@@ -1,6 +1,6 @@
 """Data throughput: synthetic clip generation and the input pipeline.
 
-  python -m handflow.bench.data [--clips=24] [--data_dir=/tmp/handflow_bench_tfds]
+  python -m handflow.bench.data [--config=configs/ust.py] [--clips=24] [--data_dir=DIR]
 
 Generates the default synthetic_hands scene (4 frames x 8 views, 128 px crops) clip by clip and
 reports clips/s and images/s; then builds a small dataset of that scene and measures the
@@ -10,41 +10,44 @@ Writes bench_results/data.json.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 
-from configs import ust
+from absl import app, flags
+from ml_collections import config_flags
+
 from handflow.bench import common
-from handflow.data import pipeline, prepare, synthetic
+from handflow.data import pipeline, prepare, synthetic, synthetic_hands
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/ust.py", "Experiment config.")
+_CLIPS = flags.DEFINE_integer("clips", 24, "Clips to generate and to build.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Where to build (default: a temporary dir).")
+_OUT = flags.DEFINE_string("out", None, "JSON output path.")
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--clips", type=int, default=24)
-  parser.add_argument("--data_dir", default=None)
-  parser.add_argument("--out", default=None)
-  args = parser.parse_args(argv)
-  config = ust.get_config()
-  scene = synthetic.SceneConfig()
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  n_clips = _CLIPS.value
+  scene = synthetic_hands.config_from(config.data).scene
   synthetic.generate_clip((9, 9, 0), scene)  # compile
   t0 = time.perf_counter()
-  for i in range(args.clips):
+  for i in range(n_clips):
     synthetic.generate_clip((9, 9, i + 1), scene)
-  gen_s = (time.perf_counter() - t0) / args.clips
+  gen_s = (time.perf_counter() - t0) / n_clips
   imgs = scene.frames * scene.views
   rows = [dict(stage="generate clip", clips_s=1 / gen_s, images_s=imgs / gen_s)]
 
   with tempfile.TemporaryDirectory() as tmp:
-    config.data.data_dir = args.data_dir or tmp
-    config.data.clips = {"train": args.clips, "validation": 1, "test": 1}
+    config.data.data_dir = _DATA_DIR.value or tmp
+    config.data.clips = {"train": n_clips, "validation": 1, "test": 1}
     t0 = time.perf_counter()
     prepare.prepare(config)
     rows.append(
       dict(
         stage="prepare (TFDS build)",
-        clips_s=args.clips / (time.perf_counter() - t0),
-        images_s=args.clips * imgs / (time.perf_counter() - t0),
+        clips_s=n_clips / (time.perf_counter() - t0),
+        images_s=n_clips * imgs / (time.perf_counter() - t0),
       )
     )
     it = pipeline.batches(config, "train", train=True)
@@ -63,9 +66,9 @@ def main(argv=None):
       ("images_s", "images/s", "{:,.0f}"),
     ],
   )
-  path = common.write_json("data", {"machine": common.machine(), "rows": rows}, args.out)
+  path = common.write_json("data", {"machine": common.machine(), "rows": rows}, _OUT.value)
   print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

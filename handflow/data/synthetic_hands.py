@@ -123,15 +123,12 @@ def builder(config: SyntheticHandsConfig, data_dir: str | None = None) -> Synthe
 
 
 def config_from(data_config) -> SyntheticHandsConfig:
-  """The dataset config of an experiment's `config.data` (ml_collections)."""
-  clips = data_config.get("clips", {"train": 400, "validation": 40, "test": 80})
-  return SyntheticHandsConfig.make(
-    frames=data_config.frames,
-    views=int(data_config.get("rig_views", data_config.views)),
-    image_size=data_config.image_size,
-    train=int(clips["train"]),
-    validation=int(clips["validation"]),
-    test=int(clips["test"]),
-    occluder_rate=float(data_config.get("occluder_rate", 0.15)),
-    seed=int(data_config.get("seed", 0)),
+  """The dataset config of an experiment's `config.data` (ml_collections); keys it does not set
+  take `SyntheticHandsConfig.make`'s defaults."""
+  d = data_config
+  kw = {"frames": d.frames, "views": d.get("rig_views", d.views), "image_size": d.image_size}
+  kw.update(
+    {k: d.clips[k] for k in ("train", "validation", "test") if "clips" in d and k in d.clips}
   )
+  kw.update({k: d[k] for k in ("occluder_rate", "seed") if k in d})
+  return SyntheticHandsConfig.make(**kw)
