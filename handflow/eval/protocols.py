@@ -36,12 +36,12 @@ ALIGNMENTS = ("none", "root", "scale_root", "procrustes")
 @dataclasses.dataclass(frozen=True)
 class Protocol:
   name: str
-  order: str  # keypoint order of predictions and ground truth: "openpose" | "ho3d"
-  frame: str  # camera frame of the 3D: "opencv" | "opengl"
-  convention: str  # how keypoints are read off a predicted hand (handflow.hand.conventions)
-  root: int  # root keypoint (in `order`)
-  scale_ref: tuple[int, int]  # bone whose length scale_root alignment matches
   joints: tuple[tuple[str, str], ...]  # (metric name, alignment)
+  order: str = "openpose"  # keypoint order of predictions and ground truth: "openpose" | "ho3d"
+  frame: str = "opencv"  # camera frame of the 3D: "opencv" | "opengl"
+  convention: str = "openpose"  # how keypoints are read off a predicted hand (hand.conventions)
+  root: int = 0  # root keypoint (in `order`)
+  scale_ref: tuple[int, int] = (0, 9)  # bone whose length scale_root alignment matches
   vertices: tuple[tuple[str, str], ...] = ()
   fscores: tuple[tuple[str, str, float], ...] = ()  # (name, alignment, threshold in metres)
   allow_reflection: bool = True
@@ -73,7 +73,6 @@ def _ho3d(name):
     order="ho3d",
     frame="opengl",
     convention="ho3d",
-    root=0,
     scale_ref=(0, 4),
     joints=(("MPJPE", "none"), ("ST-MPJPE", "scale_root"), ("PA-MPJPE", "procrustes")),
     report=("PA-MPJPE", "PA-MPVPE", "F@5", "F@15", "AUC_J", "AUC_V", "ST-MPJPE", "MPJPE"),
@@ -86,11 +85,7 @@ PRESETS = {
   for p in (
     Protocol(
       name="freihand",
-      order="openpose",
-      frame="opencv",
       convention="freihand",
-      root=0,
-      scale_ref=(0, 9),
       joints=(("MPJPE", "none"), ("PA-MPJPE", "procrustes")),
       report=("PA-MPJPE", "PA-MPVPE", "F@5", "F@15", "AUC_J", "AUC_V", "MPJPE", "MPVPE"),
       **_FREIHAND_MESH,
@@ -99,22 +94,14 @@ PRESETS = {
     _ho3d("ho3d_v3"),
     Protocol(
       name="dexycb",
-      order="openpose",
-      frame="opencv",
       convention="dexycb",
-      root=0,
-      scale_ref=(0, 9),
       joints=(("MPJPE", "none"), ("RR-MPJPE", "root"), ("PA-MPJPE", "procrustes")),
       skip_invalid_gt=True,
       report=("MPJPE", "AUC_MPJPE", "RR-MPJPE", "AUC_RR-MPJPE", "PA-MPJPE", "AUC_PA-MPJPE"),
     ),
     Protocol(
       name="hanco",
-      order="openpose",
-      frame="opencv",
-      convention="openpose",
       root=9,
-      scale_ref=(0, 9),
       joints=(("MPJPE", "scale_root"), ("PA-MPJPE", "procrustes")),
       vertices=(("MPVPE", "scale_root"), ("PA-MPVPE", "procrustes")),
       allow_reflection=False,
@@ -122,11 +109,6 @@ PRESETS = {
     ),
     Protocol(
       name="rootrel",
-      order="openpose",
-      frame="opencv",
-      convention="openpose",
-      root=0,
-      scale_ref=(0, 9),
       joints=(("MPJPE", "root"), ("PA-MPJPE", "procrustes")),
       vertices=(("MPVPE", "root"), ("PA-MPVPE", "procrustes")),
       report=("MPJPE", "MPVPE", "PA-MPJPE", "PA-MPVPE"),
