@@ -17,6 +17,10 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) 
   try:
     with os.fdopen(fd, "wb") as f:
       write(f)
+    # mkstemp makes the file private (0600); outputs get the usual permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
   except BaseException:
     pathlib.Path(tmp).unlink(missing_ok=True)

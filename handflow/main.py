@@ -4,8 +4,9 @@
       [--config.key=value ...]
 
 Modes: train | eval | predict | prepare. Every mode runs the preflight (resolved config, hand
-model check); train, eval and prepare build the embedded dataset on first use (reused after). A
-mode whose method has not landed yet says so and exits with status 2 (train: 0, after the above).
+model check); train, eval and predict build the embedded dataset on first use (reused after).
+train writes checkpoints, metrics.jsonl (and TensorBoard) and, for UST-Hand, results.{md,json}
+and figures; eval re-reports the newest checkpoint; predict writes predictions-*.npz.
 """
 
 import sys
@@ -74,12 +75,16 @@ def main(argv):
     f"handflow: config and hand model OK ({summary['name']}, {summary['vertices']} vertices); "
     f"wrote {workdir / 'config.json'} and {workdir / 'hand_model.json'}"
   )
-  if mode == "prepare" and config.data.name not in prepare.BUILDABLE:
+  if mode == "prepare" and config.data.name not in prepare.BUILDABLE + prepare.MANUAL:
     _die(f"mode 'prepare' is not available yet for dataset '{config.data.name}'")
-  unavailable = f"mode '{mode}' is not available yet for method '{method}'; nothing was trained"
-  if method not in registry.METHODS and mode in ("eval", "predict"):
-    _die(unavailable)
-  if config.data.name in prepare.BUILDABLE:
+  if method not in registry.METHODS and mode != "prepare":
+    _die(f"unknown method '{method}'; known: {sorted(registry.METHODS)}")
+  ckpts = workdir / "checkpoints"
+  if mode in ("eval", "predict") and not (
+    ckpts.exists() and any(p.name.isdigit() for p in ckpts.iterdir())
+  ):
+    _die(f"mode '{mode}' needs a trained checkpoint, and {ckpts} has none: train first")
+  if config.data.name in prepare.BUILDABLE or mode == "prepare":
     # The embedded dataset is generated on first use and reused after.
     try:
       info = prepare.prepare(config)
@@ -88,14 +93,12 @@ def main(argv):
     print(f"handflow: {config.data.name} ready in {info['data_dir']}: {info['splits']}")
   if mode == "prepare":
     return 0
-  if method not in registry.METHODS:
-    print(f"handflow: {unavailable} (only the preflight and data preparation above ran)")
-    return 0
   try:
     registry.run(mode, config, workdir)
   except (ValueError, checkpoint.CheckpointError, train.NonFiniteError) as e:
     _die(str(e))
-  print(f"handflow: trained {method} for {config.num_steps} steps; metrics in {workdir}")
+  done = {"train": f"trained {method} for {config.num_steps} steps", "eval": "evaluated"}
+  print(f"handflow: {done.get(mode, mode)}; outputs in {workdir}")
   return 0
 
 

@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -30,23 +31,35 @@ def _error_line(r):
   return lines[0]
 
 
-def test_tiny_run_writes_resolved_config_and_hand_summary(tmp_path):
+def test_tiny_ust_trains_reports_evaluates_and_predicts(tmp_path):
   wd = tmp_path / "wd"
-  r = _main(
-    "--config=configs/ust.py:tiny,K=3",
-    f"--workdir={wd}",
-    "--config.seed=7",
-    f"--config.data.data_dir={tmp_path / 'tfds'}",
-  )
-  assert r.returncode == 0, r.stderr
+  common = [f"--workdir={wd}", f"--config.data.data_dir={tmp_path / 'tfds'}"]
+  r = _main("--config=configs/ust.py:tiny,K=3", "--config.seed=7", *common)
+  assert r.returncode == 0, r.stderr[-3000:]
   cfg = json.loads((wd / "config.json").read_text())
   assert cfg["seed"] == 7 and cfg["model"]["num_hypotheses"] == 3 and cfg["variant"] == "tiny"
   summary = json.loads((wd / "hand_model.json").read_text())
   assert summary["name"] == "open_hand_right" and summary["batch"] == [8, 2]
   assert 0.16 < summary["hand_length_m"] < 0.21
-  assert "not available yet" in r.stdout  # says honestly that nothing was trained
   assert "synthetic_hands ready in" in r.stdout  # the embedded data is prepared on first use
-  assert (tmp_path / "tfds" / "synthetic_hands").is_dir()
+  assert "trained ust for 4 steps" in r.stdout and "## Test split (mm)" in r.stdout
+  results = json.loads((wd / "results.json").read_text())
+  for who in ("trained", "untrained"):
+    for key in ("hanco/MPJPE", "hanco/MPVPE", "rootrel/PA-MPVPE", "teacher/hanco/MPJPE"):
+      assert results[who][key] > 0, (who, key)
+  for png in ("overlay.png", "training_curve.png"):
+    assert (wd / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert "teacher: pseudo-labels triangulated" in (wd / "results.md").read_text()
+  # eval re-reports the newest checkpoint; predict writes the test split's outputs.
+  r = _main("--config=configs/ust.py:tiny,K=3", "--config.seed=7", "--mode=eval", *common)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert json.loads((wd / "results.json").read_text())["trained"] == results["trained"]
+  r = _main("--config=configs/ust.py:tiny,K=3", "--mode=predict", *common)
+  assert r.returncode == 0, r.stderr[-3000:]
+  with np.load(wd / "predictions-000.npz") as pred:
+    assert sorted(pred["clip_id"].tolist()) == [0, 1]  # the 2 test clips, padding dropped
+    assert pred["joints"].shape == (2, 2, 21, 3) and pred["vertices"].shape == (2, 2, 1669, 3)
+    assert pred["uncertainty"].shape == (2, 2, 21) and pred["uv_mode"].shape == (2, 2, 2, 21, 2)
 
 
 @pytest.mark.parametrize(
@@ -67,7 +80,7 @@ def test_tiny_run_writes_resolved_config_and_hand_summary(tmp_path):
       ["--config=configs/ust.py", "--workdir=W", "--config.hand.convention=freihand"],
       "names MANO vertex ids",
     ),
-    (["--config=configs/ust.py", "--workdir=W", "--mode=eval"], "'eval' is not available yet"),
+    (["--config=configs/ust.py", "--workdir=W", "--mode=eval"], "needs a trained checkpoint"),
   ],
 )
 def test_bad_input_gets_one_line(tmp_path, args, match):

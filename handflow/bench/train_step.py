@@ -3,9 +3,9 @@ same with the input pipeline attached (is the step input-bound?).
 
   python -m handflow.bench.train_step --config=configs/ust.py [--steps=20]
 
-The workload is the method that exists for the config's data: until UST-Hand lands, the 2D
-keypoint regressor (`methods/keypoints2d.py`) at the config's width, on the embedded
-synthetic_hands data (prepared first if needed). Writes bench_results/train_step.json.
+The workload is the config's method (configs/ust.py: UST-Hand; configs/keypoints2d.py: the 2D
+baseline) on the embedded synthetic_hands data (prepared first if needed). Writes
+bench_results/train_step.json.
 """
 
 from __future__ import annotations
@@ -19,22 +19,17 @@ from ml_collections import config_flags
 from handflow import optim, sharding, train
 from handflow.bench import common
 from handflow.data import pipeline, prepare
-from handflow.methods.keypoints2d import Keypoints2D
+from handflow.methods import registry
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/ust.py", "Experiment config.")
-_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps.")
-_OUT = flags.DEFINE_string("out", None, "JSON output path.")
+CONFIG = config_flags.DEFINE_config_file("config", "configs/ust.py", "Experiment config.")
+STEPS = flags.DEFINE_integer("steps", 20, "Timed steps.")
+OUT = flags.DEFINE_string("out", None, "JSON output path.")
 
 
-def main(argv):
-  del argv
-  config = _CONFIG.value
-  prepare.prepare(config)
-  mesh = sharding.make_mesh(dict(config.get("mesh", {"data": -1})))
-  method = Keypoints2D(width=config.model.backbone_width, depth=4)
+def measure(config, method, batch, mesh, steps: int):
+  """The jitted train step of `method` on one in-memory batch: (step, state, compile seconds,
+  best step seconds over `steps`, FLOPs per step from XLA's cost analysis)."""
   tx = optim.make_optimizer(config.optim, max(config.num_steps, config.optim.warmup_steps + 1))
-  it = pipeline.batches(config, "train", train=True)
-  batch = sharding.global_batch(next(it), mesh)
   state, shards = train.create_train_state(
     method, tx, jax.random.key(0), batch, mesh, config.param_sharding, False
   )
@@ -45,17 +40,28 @@ def main(argv):
   jax.block_until_ready(out)
   compile_s = time.perf_counter() - t0
   times = []
-  for _ in range(_STEPS.value):
+  for _ in range(steps):
     t0 = time.perf_counter()
     state, out = step(state, batch)
     jax.block_until_ready(out)
     times.append(time.perf_counter() - t0)
-  step_s = min(times)
+  return step, state, compile_s, min(times), flops
+
+
+def main(argv):
+  del argv
+  config = CONFIG.value
+  prepare.prepare(config)
+  mesh = sharding.make_mesh(dict(config.get("mesh", {"data": -1})))
+  method = registry.METHODS[config.method](config)
+  it = pipeline.batches(config, "train", train=True)
+  batch = sharding.global_batch(next(it), mesh)
+  step, state, compile_s, step_s, flops = measure(config, method, batch, mesh, STEPS.value)
   t0 = time.perf_counter()
-  for _ in range(_STEPS.value):
+  for _ in range(STEPS.value):
     state, out = step(state, sharding.global_batch(next(it), mesh))
   jax.block_until_ready(out)
-  fed_s = (time.perf_counter() - t0) / _STEPS.value
+  fed_s = (time.perf_counter() - t0) / STEPS.value
   peak = common.matmul_peak_gflops()
   b = config.batch_size
   images = b * config.data.frames * config.data.views
@@ -72,8 +78,9 @@ def main(argv):
     dict(what="step + input pipeline", seconds=fed_s, clips_s=b / fed_s, images_s=images / fed_s),
   ]
   print(
-    f"method {method.name} (width {config.model.backbone_width}), batch {b} clips = {images} "
-    f"images of {config.data.image_size} px; GEMM peak {peak:.0f} GFLOP/s; {common.machine()}\n"
+    f"method {method.name} (ResNet-{config.model.backbone_depth}, width "
+    f"{config.model.backbone_width}), batch {b} clips = {images} "
+    f"images of {pipeline.crop_size(config)} px; GEMM peak {peak:.0f} GFLOP/s; {common.machine()}\n"
   )
   common.print_table(
     rows,
@@ -89,7 +96,7 @@ def main(argv):
   bound = "yes" if fed_s > 1.2 * step_s else "no"
   print(f"\ninput-bound: {bound} (fed / in-memory step time = {fed_s / step_s:.2f})")
   path = common.write_json(
-    "train_step", {"machine": common.machine(), "rows": rows, "flops_per_step": flops}, _OUT.value
+    "train_step", {"machine": common.machine(), "rows": rows, "flops_per_step": flops}, OUT.value
   )
   print(f"wrote {path}")
 

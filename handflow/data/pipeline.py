@@ -13,27 +13,56 @@ Per example (a clip [t, v, ...]):
 - colour jitter (train), normalisation; views beyond config.data.views are dropped.
 Batches are [b, t, v, ...] with b = per-host batch size; evaluation pads the last batch with
 `mask = 0` samples and gives every host the same number of batches. Ground truth (`xyz`, `uv`,
-`visible`) is only included for evaluation, or when `config.data.supervised` is set.
+`visible`, and `verts` [t, n, 3], the ground-truth mesh, where the dataset has one) is only
+included for evaluation, or when `config.data.supervised` is set.
 """
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from handflow import hand
 from handflow.data import prepare, pseudo_labels
 from handflow.geometry import cameras
 
 IMAGE_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGE_STD = np.array([0.229, 0.224, 0.225], np.float32)
-GT_KEYS = ("xyz", "uv", "visible")
+GT_KEYS = ("xyz", "uv", "visible", "verts")
+MANO_KEYS = ("hand_pose", "global_orient", "transl", "betas")
+
+
+@functools.cache
+def _synthetic_hand():
+  return hand.load("open")  # synthetic_hands is always rendered with the open hand
+
+
+@functools.cache
+def _synthetic_forward():
+  return jax.jit(functools.partial(hand.forward, _synthetic_hand()))
+
+
+def _synthetic_vertices(hand_pose, global_orient, transl, betas):
+  """[t, n, 3] world vertices of a synthetic clip (its stored pose and shape)."""
+  out = _synthetic_forward()(hand_pose, betas, global_orient=global_orient, transl=transl)
+  return np.asarray(out.vertices, np.float32)
+
+
 SPLIT_IDS = {"train": 1, "validation": 2, "test": 3}
 
 
 class DataError(ValueError):
   """A dataset that is missing, unreadable or does not fit the config."""
+
+
+def crop_size(config) -> int:
+  """The network's input side in pixels: `config.data.crop_size`, or the dataset's image size."""
+  return int(config.data.get("crop_size", 0) or config.data.image_size)
 
 
 def detector_config(config) -> pseudo_labels.DetectorConfig:
@@ -54,7 +83,7 @@ def _pseudo_labels_fn(config, split):
   return fn
 
 
-def _crop_geometry(uv_pl, conf, uv, K, size, train, rng_seed):
+def _crop_geometry(uv_pl, conf, uv, K, in_size, size, train, rng_seed):
   """Per example (NumPy): the pixel affine A [t, v, 2, 3] from the input crop to the network's
   crop, around the confident pseudo-labels (plus random scale, shift and rotation when
   training), and what it does to the cameras and points: TF's 8-vector of A^-1 (output ->
@@ -66,7 +95,7 @@ def _crop_geometry(uv_pl, conf, uv, K, size, train, rng_seed):
   lo = np.where(good[..., None], uv_pl, np.inf).min(-2)
   hi = np.where(good[..., None], uv_pl, -np.inf).max(-2)
   lo = np.where(none[..., None], 0.0, lo)
-  hi = np.where(none[..., None], size - 1.0, hi)
+  hi = np.where(none[..., None], in_size - 1.0, hi)
   side = np.maximum((hi - lo).max(-1), 8.0) * 1.3
   ctr = (lo + hi) / 2
   shape = side.shape
@@ -101,7 +130,7 @@ def _warp(images, transforms, size):
 
 
 def _example_fn(config, split, train, seed):
-  size = config.data.image_size
+  size = crop_size(config)
   views = config.data.views
   supervised = bool(config.data.get("supervised", False))
   pl_fn = _pseudo_labels_fn(config, split)
@@ -109,21 +138,26 @@ def _example_fn(config, split, train, seed):
   def fn(index, ex):
     clip_id = ex["clip_id"]
     sl = lambda x: x[:, :views]
-    images, K, T = sl(ex["images"]), sl(ex["K"]), sl(ex["T_cam_world"])
+    images = ex["images"]
+    if images.shape.rank == 4:  # stored frame-major [t * v, s, s, 3] (JPEG datasets)
+      images = tf.reshape(images, ex["K"].shape[:2] + images.shape[1:])
+    images, K, T = sl(images), sl(ex["K"]), sl(ex["T_cam_world"])
     uv, visible = sl(ex["uv"]), sl(ex["visible"])
-    uv_pl, conf = tf.numpy_function(pl_fn, [uv, visible, clip_id], [tf.float32, tf.float32])
-    t, v = images.shape[0], images.shape[1]
+    if "uv_pl" in ex:  # the dataset's own pseudo-labels (a real 2D detector)
+      uv_pl, conf = sl(ex["uv_pl"]), sl(ex["conf"])
+    else:
+      uv_pl, conf = tf.numpy_function(pl_fn, [uv, visible, clip_id], [tf.float32, tf.float32])
+    t, v, in_size = images.shape[0], images.shape[1], images.shape[2]
     uv_pl = tf.ensure_shape(uv_pl, [t, v, 21, 2])
     conf = tf.ensure_shape(conf, [t, v, 21])
     # Augmentation differs per draw (the position in the repeated, shuffled stream) and is
     # reproducible; evaluation uses no augmentation.
     aug_seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)])
     transforms, K2, uv_pl2, uv2 = tf.numpy_function(
-      lambda u, c, g, k, s: _crop_geometry(u, c, g, k, size, train, s.tolist()),
+      lambda u, c, g, k, s: _crop_geometry(u, c, g, k, in_size, size, train, s.tolist()),
       [uv_pl, conf, uv, K, aug_seed],
       [tf.float32] * 4,
     )
-    in_size = images.shape[2]
     flat = tf.reshape(tf.cast(images, tf.float32) / 255.0, [t * v, in_size, in_size, 3])
     img = _warp(flat, tf.reshape(transforms, [t * v, 8]), size)
     if train:
@@ -144,6 +178,11 @@ def _example_fn(config, split, train, seed):
     }
     if not train or supervised:
       out.update(xyz=ex["xyz"], uv=tf.ensure_shape(uv2, [t, v, 21, 2]), visible=visible)
+      if "hand_pose" in ex:  # ground-truth meshes from the dataset's hand-model parameters
+        verts = tf.numpy_function(
+          _synthetic_vertices, [ex[k] for k in MANO_KEYS], tf.float32, stateful=False
+        )
+        out["verts"] = tf.ensure_shape(verts, [t, _synthetic_hand().num_vertices, 3])
     return out
 
   return fn
@@ -182,7 +221,7 @@ def _checked(config, iterable):
 def make_dataset(config, split, *, train, process_index=0, process_count=1, seed=0, skip=0):
   """tf.data of single examples for this host (see the module docstring)."""
   builder = _builder_or_error(config)
-  rig_views = builder.info.features["images"].shape[1]
+  rig_views = builder.info.features["K"].shape[1]
   if config.data.views > rig_views:
     raise DataError(
       f"config.data.views = {config.data.views}, but dataset '{config.data.name}' has "

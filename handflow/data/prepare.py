@@ -1,17 +1,20 @@
 """`--mode=prepare`: builds an experiment's dataset offline (TFDS `download_and_prepare`).
 
-The embedded `synthetic_hands` is generated; real datasets (issue 7) will read the user's
-`manual_dir`. The data directory is `config.data.data_dir`, else $TFDS_DATA_DIR, else TFDS's
-default (~/tensorflow_datasets). A prepared dataset is reused, not rebuilt.
+The embedded `synthetic_hands` is generated (`BUILDABLE`: the main job builds it on first use);
+real datasets (`MANUAL`) are read from the user's download in `config.data.manual_dir`. The
+data directory is `config.data.data_dir`, else $TFDS_DATA_DIR, else TFDS's default
+(~/tensorflow_datasets). A prepared dataset is reused, not rebuilt.
 """
 
 from __future__ import annotations
 
 import ml_collections
+import tensorflow_datasets as tfds
 
-from handflow.data import synthetic_hands
+from handflow.data import hanco, synthetic_hands
 
 BUILDABLE = ("synthetic_hands",)
+MANUAL = ("hanco",)
 
 
 def dataset_builder(config: ml_collections.ConfigDict):
@@ -19,12 +22,23 @@ def dataset_builder(config: ml_collections.ConfigDict):
   name = config.data.name
   if name == "synthetic_hands":
     return synthetic_hands.builder(synthetic_hands.config_from(config.data), config.data.data_dir)
-  raise ValueError(f"dataset '{name}' has no builder yet; buildable here: {list(BUILDABLE)}")
+  if name == "hanco":
+    return hanco.builder(config.data, config.data.data_dir)
+  raise ValueError(f"dataset '{name}' has no builder yet; known: {list(BUILDABLE + MANUAL)}")
 
 
 def prepare(config: ml_collections.ConfigDict) -> dict:
   """Builds the dataset if needed; returns {split: number of examples} and where it is."""
   builder = dataset_builder(config)
-  builder.download_and_prepare()
+  kw = {}
+  if config.data.name in MANUAL:
+    manual = config.data.get("manual_dir", "")
+    if not manual and not builder.is_prepared():
+      raise ValueError(
+        f"dataset '{config.data.name}' is read from your download: set "
+        "config.data.manual_dir to its root"
+      )
+    kw["download_config"] = tfds.download.DownloadConfig(manual_dir=manual or None)
+  builder.download_and_prepare(**kw)
   splits = {name: info.num_examples for name, info in builder.info.splits.items()}
   return {"data_dir": str(builder.data_dir), "splits": splits}

@@ -29,7 +29,7 @@ from scipy.spatial.transform import Rotation, Slerp
 
 from handflow import hand
 from handflow.geometry import cameras
-from handflow.hand import conventions
+from handflow.hand import conventions, limits
 from handflow.render import raster, shading
 
 # Skin tones (sRGB in [0, 1]), light to dark (Fitzpatrick-like I-VI).
@@ -44,10 +44,6 @@ SKIN_TONES = np.array(
   ],
   np.float32,
 )
-# Joint limits in radians: (flexion min, max, abduction) for MCP, PIP, DIP of the fingers and
-# CMC, MCP, IP of the thumb.
-FINGER_LIMITS = ((-0.2, 1.5, 0.3), (0.0, 1.7, 0.0), (0.0, 1.3, 0.0))
-THUMB_LIMITS = ((-0.3, 0.7, 0.5), (-0.1, 0.9, 0.1), (0.0, 1.3, 0.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,29 +63,11 @@ class SceneConfig:
       raise ValueError(f"image_size must be in [32, 256], got {self.image_size}")
 
 
-def _flexion_axes(model):
-  """Per MANO finger joint: (flexion axis, abduction axis) in the template frame."""
-  j = np.asarray(model.j_template)
-  dorsal = np.array([0.0, 1.0, 0.0])
-  axes = []
-  for k in range(1, 16):
-    child = k + 1 if k % 3 else k  # the distal joint uses its own bone direction
-    bone = j[child] - j[k] if k % 3 else j[k] - j[k - 1]
-    bone /= np.linalg.norm(bone)
-    flex = np.cross(bone, dorsal)
-    flex /= np.linalg.norm(flex)
-    abd = np.cross(flex, bone)
-    axes.append((flex, abd))
-  return axes
-
-
 def random_pose(rng, axes, side="right"):
   """A hand pose [45] (MANO order, axis-angle) within the joint limits."""
   pose = np.zeros((15, 3))
-  for k in range(15):
-    limits = THUMB_LIMITS if k >= 12 else FINGER_LIMITS
-    lo, hi, abd = limits[k % 3]
-    flex_axis, abd_axis = axes[k]
+  for k, (lo, hi, abd) in enumerate(limits.joint_limits()):
+    flex_axis, abd_axis = axes[k][0], axes[k][1]
     # Negative rotation about the flexion axis curls towards the palm.
     flex = rng.uniform(lo, hi) * rng.choice([1.0, rng.uniform(0.2, 1.0)])
     pose[k] = -flex * flex_axis + rng.uniform(-abd, abd) * abd_axis
@@ -185,7 +163,7 @@ def generate_clip(seed, config: SceneConfig = SceneConfig(), model=None):
   model = model if model is not None else _load_model(c.hand_model)
   rng = np.random.default_rng(np.asarray(seed, np.int64).tolist())
   t_, v_, s = c.frames, c.views, c.image_size
-  axes = _flexion_axes(model)
+  axes = limits.joint_axes(model)
   # Pose keyframes, smooth interpolation (ease in-out) over the clip.
   p0, p1 = random_pose(rng, axes), random_pose(rng, axes)
   w = 0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, t_)) if t_ > 1 else np.zeros(1)

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from handflow.eval import metrics
+from handflow.methods import losses
 
 
 class ConvNet(nn.Module):
@@ -61,10 +62,9 @@ class Keypoints2D:
     del rng
     uv = self.predict(params, batch)
     size = batch["images"].shape[-2]
-    d = jnp.abs(uv - batch["uv_pl"]) / size  # normalised so the loss does not scale with size
-    smooth = jnp.where(d < 0.02, 0.5 * d**2 / 0.02, d - 0.01).sum(-1)
-    w = batch["conf"] * batch["mask"][:, None, None, None]
-    loss = jnp.sum(w * smooth) / jnp.maximum(jnp.sum(w), 1e-6)
+    # Normalised by the crop size so that the loss does not scale with it.
+    smooth = losses.smooth_l1((uv - batch["uv_pl"]) / size)
+    loss = losses.weighted_mean(smooth, batch["conf"] * batch["mask"][:, None, None, None])
     return loss, {"weighted_l1": loss}
 
   def eval_stats(self, params, batch):
