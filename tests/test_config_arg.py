@@ -34,6 +34,6 @@ def test_ust_variants():
   assert ust.get_config("tiny,K=3").model.num_hypotheses == 3  # arg keys beat the variant
   for v in ("hanco", "dexycb", "ho3d"):
     c = ust.get_config(v)
-    assert c.data.name == v and c.data.image_size == 256 and c.model.backbone_depth == 50
+    assert c.data.name == v and c.data.crop_size == 256 and c.model.backbone_depth == 50
   assert ust.get_config("flow=false,views=4").model.flow is False
   assert ust.get_config("views=4").data.views == 4

@@ -80,9 +80,13 @@ def test_bad_configs_are_named():
     synthetic_hands.SyntheticHandsConfig.make(test=0)
   with pytest.raises(ValueError, match="views >= 2"):
     synthetic.SceneConfig(views=1)
-  config = ust.get_config("hanco")
-  with pytest.raises(ValueError, match="dataset 'hanco' has no builder yet"):
+  config = ust.get_config("dexycb")
+  with pytest.raises(ValueError, match="dataset 'dexycb' has no builder yet"):
     prepare.dataset_builder(config)
+  hanco = ust.get_config("hanco")
+  hanco.data.data_dir = "/nonexistent/tfds"
+  with pytest.raises(ValueError, match="set config.data.manual_dir"):
+    prepare.prepare(hanco)
 
 
 def test_default_and_custom_configs_make_builders(tmp_path):
