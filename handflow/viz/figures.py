@@ -1,0 +1,110 @@
+"""Figures as PNG bytes (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from handflow.data import pipeline
+from handflow.geometry import cameras
+from handflow.hand import conventions
+
+
+def _figure(*args, **kw):
+  # Imported on first use: only reports draw, and the backend must be set before pyplot loads.
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  return plt, plt.subplots(*args, **kw)
+
+
+def _png(plt, fig) -> bytes:
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  return buf.getvalue()
+
+
+def overlay_png(
+  model, batch, pred, *, title: str = "", clip: int = 0, frame: int = 0, views: int = 4
+) -> bytes:
+  """Mesh (translucent, painter-sorted), keypoints and skeleton of the prediction (colour),
+  the ground truth keypoints (white crosses) and each joint's 2D hypotheses (dots).
+
+  batch: a NumPy batch of the pipeline (normalised images, K, T_cam_world, optional uv);
+  pred: `UST.predict`'s outputs for it (vertices, joints, uv_hypotheses)."""
+  from matplotlib.collections import PolyCollection
+
+  v = min(views, batch["images"].shape[2])
+  plt, (fig, axes) = _figure(1, v, figsize=(3.2 * v, 3.4))
+  axes = np.atleast_1d(axes)
+  faces = np.asarray(model.faces)
+  parents = conventions.OPENPOSE_PARENTS
+  colours = plt.get_cmap("tab10")
+  for i in range(v):
+    ax = axes[i]
+    img = batch["images"][clip, frame, i] * pipeline.IMAGE_STD + pipeline.IMAGE_MEAN
+    ax.imshow(np.clip(img, 0, 1), extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5))
+    K, T = batch["K"][clip, frame, i], batch["T_cam_world"][clip, frame, i]
+    uv_v, depth_v = (
+      np.asarray(a) for a in cameras.world_to_image(K, T, pred["vertices"][clip, frame])
+    )
+    uv_j, _ = (np.asarray(a) for a in cameras.world_to_image(K, T, pred["joints"][clip, frame]))
+    tri_depth = depth_v[faces].mean(-1)
+    order = np.argsort(-tri_depth)  # far first
+    ax.add_collection(
+      PolyCollection(uv_v[faces[order]], facecolor=(0.3, 0.6, 1.0, 0.25), edgecolor="none")
+    )
+    hyp = pred["uv_hypotheses"][clip, frame, i]  # [21, K, 2]
+    for j in range(21):
+      c = colours((j - 1) // 4 % 10 if j else 0)
+      ax.scatter(hyp[j, :, 0], hyp[j, :, 1], s=1.5, color=c, alpha=0.5)
+      if parents[j] >= 0:
+        p = parents[j]
+        ax.plot([uv_j[j, 0], uv_j[p, 0]], [uv_j[j, 1], uv_j[p, 1]], color=c, lw=1.2)
+    if "uv" in batch:
+      gt = batch["uv"][clip, frame, i]
+      ax.scatter(gt[:, 0], gt[:, 1], marker="x", s=12, color="white", lw=0.8)
+    size = img.shape[0]
+    ax.set_xlim(-0.5, size - 0.5)
+    ax.set_ylim(size - 0.5, -0.5)
+    ax.set_title(f"view {i}", fontsize=9)
+    ax.axis("off")
+  fig.suptitle(
+    f"{title} (mesh and skeleton: prediction; x: ground truth; dots: 2D hypotheses)", fontsize=9
+  )
+  return _png(plt, fig)
+
+
+def curve_png(rows: list[dict], final: dict) -> bytes:
+  plt, (fig, axes) = _figure(1, 2, figsize=(11, 3.8))
+  train_rows = [r for r in rows if "loss" in r]
+  steps = np.array([r["step"] for r in train_rows])
+  for key in ["loss"] + sorted(k for k in train_rows[0] if k.startswith("loss/")):
+    vals = np.array([r.get(key, np.nan) for r in train_rows], dtype=float)
+    if np.all(~np.isfinite(vals)) or np.nanmax(np.abs(vals)) == 0:
+      continue
+    axes[0].plot(steps, vals, label=key, lw=2 if key == "loss" else 1)
+  axes[0].set_yscale("symlog", linthresh=1e-3)
+  axes[0].set_xlabel("step")
+  axes[0].set_title("training loss and its terms (weighted total, raw terms)", fontsize=9)
+  axes[0].legend(fontsize=6, ncol=2)
+  ev = [r for r in rows if "eval/hanco/MPJPE" in r]
+  if ev:
+    s = [r["step"] for r in ev]
+    for key, label in (
+      ("eval/hanco/MPJPE", "HanCo MPJPE"),
+      ("eval/rootrel/MPJPE", "root-rel MPJPE"),
+    ):
+      axes[1].plot(s, [r[key] for r in ev], marker="o", label=f"UST-Hand {label}")
+    teacher = final.get("teacher/hanco/MPJPE")
+    if teacher is not None:
+      axes[1].axhline(teacher, color="k", ls="--", lw=1, label="teacher HanCo MPJPE")
+    axes[1].set_xlabel("step")
+    axes[1].set_ylabel("mm")
+    axes[1].legend(fontsize=7)
+  axes[1].set_title("test split during training", fontsize=9)
+  return _png(plt, fig)
