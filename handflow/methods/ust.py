@@ -96,7 +96,8 @@ class UST:
     s = self.k + 1 if self.use_flow else 1
     c = self.stage1.features
     z = lambda *shape: jnp.zeros(shape, jnp.float32)
-    p2 = self.stage2.init(r2, z(1, t, 21, s, 8), z(1, t, 21, s, c), jnp.ones((1, t, 21, s), bool))
+    geom = z(1, t, 21, s, point_cloud.GEOM_FEATURES)
+    p2 = self.stage2.init(r2, geom, z(1, t, 21, s, c), jnp.ones((1, t, 21, s), bool))
     return {"stage1": p1, "stage2": p2}
 
   def stage1_outputs(self, params, batch, rng, k):

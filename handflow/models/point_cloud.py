@@ -21,6 +21,7 @@ from handflow.geometry import alignment, triangulation
 NORM_M = 0.2  # metres per canonical unit (HaMuCo normalises 3D by 0.2 m)
 ROOT = 9  # middle-finger MCP (OpenPose order), the prior method's root
 PALM = (0, 1, 5, 9, 13, 17)  # keypoints that fix the hand's orientation and size
+GEOM_FEATURES = 8  # per point: canonical xyz, is-mode, valid, log-likelihood, error, spread
 
 
 def bilinear_sample(fmap, uv):
@@ -94,7 +95,7 @@ def features(x, valid, err_px, log_lik, frame, fmap_points, w, size):
   x [b, t, j, s, 3] world, valid [b, t, j, s], err_px [b, t, j, s, v], log_lik [b, t, j, s]
   (mean over views), frame = canonical_frame(...), fmap_points [b, t, v, j, s, c] image
   features at the projections, w [b, t, v, j] view weights, size: crop side in px.
-  Returns geometric features [b, t, j, s, 8] and image features [b, t, j, s, c].
+  Returns geometric features [b, t, j, s, GEOM_FEATURES] and image features [b, t, j, s, c].
   """
   xc = to_canonical(x, *frame)
   vf = valid.astype(x.dtype)
