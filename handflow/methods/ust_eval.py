@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from handflow.eval import metrics, protocols
-from handflow.geometry import triangulation
+from handflow.geometry import cameras, triangulation
 from handflow.models import point_cloud
 
 PROTOCOLS = ("hanco", "rootrel")
@@ -30,7 +30,7 @@ LEVELS = (0.5, 0.9)
 
 def teacher_joints(batch):
   """The pseudo-labels, robustly triangulated with their confidences: [b, t, 21, 3] world."""
-  P = jnp.linalg.matmul(batch["K"], batch["T_cam_world"][..., :3, :])
+  P = cameras.projection_matrix(batch["K"], batch["T_cam_world"])
   uv = jnp.moveaxis(batch["uv_pl"], 2, -2)  # [b, t, 21, v, 2]
   conf = jnp.moveaxis(batch["conf"], 2, -1)
   x, _, _ = triangulation.triangulate_robust(P[:, :, None], uv, conf)
