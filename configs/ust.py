@@ -40,6 +40,9 @@ def get_config(arg=None):
   c.data.data_dir = ""  # TFDS data dir; empty: $TFDS_DATA_DIR or TFDS's default.
   c.data.manual_dir = ""  # real datasets: where the user unpacked them.
   c.data.subset = False  # real datasets: allow fewer files than the official release
+  c.data.mano_dir = ""  # real datasets: MANO_{RIGHT,LEFT}.pkl's folder (ground-truth meshes)
+  c.data.setup = "s0"  # dexycb: the toolkit's setup, s0-s3
+  c.data.version = 3  # ho3d: 2 or 3
   c.data.views = 8  # views the model uses (<= the dataset's)
   c.data.rig_views = 8  # synthetic_hands: cameras in the generated rig
   c.data.frames = 4

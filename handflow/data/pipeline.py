@@ -33,7 +33,7 @@ from handflow.geometry import cameras
 
 IMAGE_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGE_STD = np.array([0.229, 0.224, 0.225], np.float32)
-GT_KEYS = ("xyz", "uv", "visible", "verts")
+GT_KEYS = ("xyz", "uv", "visible", "verts", "has_verts")
 MANO_KEYS = ("hand_pose", "global_orient", "transl", "betas")
 
 
@@ -83,7 +83,7 @@ def _pseudo_labels_fn(config, split):
   return fn
 
 
-def _crop_geometry(uv_pl, conf, uv, K, in_size, size, train, rng_seed):
+def _crop_geometry(uv_pl, conf, uv, K, in_hw, size, train, rng_seed):
   """Per example (NumPy): the pixel affine A [t, v, 2, 3] from the input crop to the network's
   crop, around the confident pseudo-labels (plus random scale, shift and rotation when
   training), and what it does to the cameras and points: TF's 8-vector of A^-1 (output ->
@@ -95,7 +95,7 @@ def _crop_geometry(uv_pl, conf, uv, K, in_size, size, train, rng_seed):
   lo = np.where(good[..., None], uv_pl, np.inf).min(-2)
   hi = np.where(good[..., None], uv_pl, -np.inf).max(-2)
   lo = np.where(none[..., None], 0.0, lo)
-  hi = np.where(none[..., None], in_size - 1.0, hi)
+  hi = np.where(none[..., None], np.array([in_hw[1], in_hw[0]]) - 1.0, hi)
   side = np.maximum((hi - lo).max(-1), 8.0) * 1.3
   ctr = (lo + hi) / 2
   shape = side.shape
@@ -147,18 +147,18 @@ def _example_fn(config, split, train, seed):
       uv_pl, conf = sl(ex["uv_pl"]), sl(ex["conf"])
     else:
       uv_pl, conf = tf.numpy_function(pl_fn, [uv, visible, clip_id], [tf.float32, tf.float32])
-    t, v, in_size = images.shape[0], images.shape[1], images.shape[2]
+    t, v, in_hw = images.shape[0], images.shape[1], tuple(images.shape[2:4])
     uv_pl = tf.ensure_shape(uv_pl, [t, v, 21, 2])
     conf = tf.ensure_shape(conf, [t, v, 21])
     # Augmentation differs per draw (the position in the repeated, shuffled stream) and is
     # reproducible; evaluation uses no augmentation.
     aug_seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)])
     transforms, K2, uv_pl2, uv2 = tf.numpy_function(
-      lambda u, c, g, k, s: _crop_geometry(u, c, g, k, in_size, size, train, s.tolist()),
+      lambda u, c, g, k, s: _crop_geometry(u, c, g, k, in_hw, size, train, s.tolist()),
       [uv_pl, conf, uv, K, aug_seed],
       [tf.float32] * 4,
     )
-    flat = tf.reshape(tf.cast(images, tf.float32) / 255.0, [t * v, in_size, in_size, 3])
+    flat = tf.reshape(tf.cast(images, tf.float32) / 255.0, [t * v, *in_hw, 3])
     img = _warp(flat, tf.reshape(transforms, [t * v, 8]), size)
     if train:
       s1 = tf.cast(aug_seed, tf.int32)
@@ -178,7 +178,10 @@ def _example_fn(config, split, train, seed):
     }
     if not train or supervised:
       out.update(xyz=ex["xyz"], uv=tf.ensure_shape(uv2, [t, v, 21, 2]), visible=visible)
-      if "hand_pose" in ex:  # ground-truth meshes from the dataset's hand-model parameters
+      if "verts" in ex:  # ground-truth meshes stored by the dataset (real benchmarks)
+        out["verts"] = ex["verts"]
+        out["has_verts"] = ex.get("has_verts", tf.ones([t], tf.bool))
+      elif "hand_pose" in ex:  # ground-truth meshes from the dataset's hand-model parameters
         verts = tf.numpy_function(
           _synthetic_vertices, [ex[k] for k in MANO_KEYS], tf.float32, stateful=False
         )

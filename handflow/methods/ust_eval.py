@@ -43,15 +43,20 @@ def stats(method, params, batch) -> metrics.Stats:
   flat = lambda x: x.reshape((b * t,) + x.shape[2:])
   gt_j = flat(batch["xyz"])
   gt_v = flat(batch["verts"]) if "verts" in batch else None
-  dists, scores = {}, {}
+  if gt_v is not None and gt_v.shape[-2] != out["vertices"].shape[-2]:
+    gt_v = None  # e.g. MANO ground truth for a model with the open hand: no MPVPE
+  dists, scores, point_masks = {}, {}, {}
 
   def add(prefix, pred_j, pred_v=None):
     for name in PROTOCOLS:
-      d, s = protocols.sample_metrics(
-        protocols.get(name), pred_j, gt_j, pred_v, None if pred_v is None else gt_v
-      )
+      p = protocols.get(name)
+      d, s = protocols.sample_metrics(p, pred_j, gt_j, pred_v, None if pred_v is None else gt_v)
       dists.update({f"{prefix}{name}/{k}": v for k, v in d.items()})
       scores.update({f"{prefix}{name}/{k}": v for k, v in s.items()})
+      if pred_v is not None and "has_verts" in batch:  # real data: frames without a mesh fit
+        has = flat(batch["has_verts"])[:, None]
+        for k, _ in p.vertices:
+          point_masks[f"{prefix}{name}/{k}"] = jnp.broadcast_to(has, d[k].shape)
 
   add("", flat(out["joints"]), None if gt_v is None else flat(out["vertices"]))
   add("refined/", flat(out["refined"]))
@@ -67,7 +72,7 @@ def stats(method, params, batch) -> metrics.Stats:
   scores["teacher/uv_err_px"] = flat(jnp.sum(t_err, (2, 3)) / jnp.maximum(jnp.sum(det, (2, 3)), 1))
   if method.use_flow:
     scores.update(calibration(method, out, batch, flat))
-  return metrics.batch_stats(dists, scores, jnp.repeat(batch["mask"], t))
+  return metrics.batch_stats(dists, scores, jnp.repeat(batch["mask"], t), point_masks)
 
 
 def calibration(method, out, batch, flat):

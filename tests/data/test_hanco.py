@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import ust
-from handflow.data import hanco, pipeline, prepare
+from handflow.data import hanco, manual, pipeline, prepare
 from handflow.geometry import cameras
 
 FRAMES = {0: [0, 1, 2, 3, 5], 1201: [0, 1]}  # sequence -> valid frames (seq 1201 is test)
@@ -23,7 +23,9 @@ def write_fixture(root: pathlib.Path, seed: int = 0):
   n_seq = max(FRAMES) + 1
   valid = [[f in FRAMES.get(s, []) for f in range(6)] if s in FRAMES else [] for s in range(n_seq)]
   (root / "meta.json").parent.mkdir(parents=True, exist_ok=True)
-  (root / "meta.json").write_text(json.dumps({"is_valid": valid, "is_train": valid}))
+  has_fit = [[f != 2 for f in range(len(v))] for v in valid]  # frame 2 has no fit
+  meta = {"is_valid": valid, "is_train": valid, "has_fit": has_fit}
+  (root / "meta.json").write_text(json.dumps(meta))
   for sid, frames in FRAMES.items():
     eyes = rng.normal(size=(8, 3))
     eyes = 0.6 * eyes / np.linalg.norm(eyes, axis=-1, keepdims=True)
@@ -32,9 +34,16 @@ def write_fixture(root: pathlib.Path, seed: int = 0):
     for fid in frames:
       name = f"{sid:04d}/{fid:08d}.json"
       xyz = rng.normal(size=(21, 3)) * 0.04
-      for sub, doc in (("calib", {"K": K.tolist(), "M": T.tolist()}), ("xyz", xyz.tolist())):
+      fit = {
+        "poses": rng.normal(0, 0.3, (1, 48)).tolist(),
+        "shapes": rng.normal(0, 1, (1, 10)).tolist(),
+        "global_t": rng.normal(0, 0.05, (1, 1, 3)).tolist(),
+      }
+      docs = (("calib", {"K": K.tolist(), "M": T.tolist()}), ("xyz", xyz.tolist()), ("shape", fit))
+      for sub, doc in docs:
         (root / sub / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / sub / name).write_text(json.dumps(doc))
+        if sub != "shape" or fid != 2:
+          (root / sub / name).write_text(json.dumps(doc))
       uv, _ = cameras.world_to_image(K, T, np.broadcast_to(xyz, (8, 21, 3)))
       for c in range(8):
         rel = f"{sid:04d}/cam{c}/{fid:08d}"
@@ -128,7 +137,7 @@ def test_official_count_is_enforced_unless_subset(tmp_path):
   root = write_fixture(tmp_path / "HanCo")
   with pytest.raises(hanco.HancoError, match="1518"):
     hanco.scan(root, subset=False)
-  assert sorted(hanco.scan(root, subset=True)[0]) == FRAMES[0]
+  assert sorted(hanco.scan(root, subset=True)[0][0]) == FRAMES[0]
 
 
 def test_clips_are_consecutive_windows():
@@ -146,3 +155,37 @@ def test_tiny_ust_trains_a_step_on_hanco(built, tmp_path):
   assert np.isfinite(results["trained"]["hanco/MPJPE"])
   assert "hanco/MPVPE" not in results["trained"]  # no ground-truth meshes without a MANO file
   assert jax.process_count() == 1
+
+
+def test_mano_meshes_match_a_reference_forward_pass(tmp_path):
+  """With a MANO file, `verts` are the fits' world meshes: manopth's convention (finger pose
+  relative to hands_mean, translation added), checked against the loop-based NumPy MANO."""
+  from handflow.hand.testing import random_mano_arrays
+  from tests.hand.conftest import write_fake_mano_pickle
+  from tests.hand.numpy_lbs import mano_forward
+
+  arrays = random_mano_arrays()
+  (tmp_path / "mano").mkdir()
+  write_fake_mano_pickle(tmp_path / "mano" / "MANO_RIGHT.pkl", arrays)
+  root = write_fixture(tmp_path / "HanCo")
+  config = _config(root, tmp_path / "tfds")
+  config.data.mano_dir = str(tmp_path / "mano")
+  assert prepare.prepare(config)["splits"] == {"train": 2, "test": 1}
+  train = list(tfds.as_numpy(prepare.dataset_builder(config).as_dataset(split="train")))
+  ex = next(e for e in train if e["frame_ids"][0] == 2)  # frames 2 (no fit) and 3
+  assert ex["verts"].shape == (2, 778, 3) and list(ex["has_verts"]) == [False, True]
+  fit = json.loads((root / "shape" / "0000" / "00000003.json").read_text())
+  pose = np.asarray(fit["poses"][0])
+  pose[3:] += arrays["hands_mean"]
+  want, _ = mano_forward(arrays, pose.reshape(16, 3), np.asarray(fit["shapes"][0]))
+  want += np.asarray(fit["global_t"]).reshape(3)
+  np.testing.assert_allclose(ex["verts"][1], want, atol=2e-5)
+  assert np.all(ex["verts"][0] == 0.0)
+
+
+def test_missing_mano_file_is_named(tmp_path):
+  root = write_fixture(tmp_path / "HanCo")
+  config = _config(root, tmp_path / "tfds")
+  config.data.mano_dir = str(tmp_path / "nowhere")
+  with pytest.raises(manual.ManualDataError, match="MANO_RIGHT.pkl"):
+    prepare.prepare(config)
