@@ -42,6 +42,7 @@ def get_config(arg=None):
   c.data.subset = False  # real datasets: allow fewer files than the official release
   c.data.mano_dir = ""  # real datasets: MANO_{RIGHT,LEFT}.pkl's folder (ground-truth meshes)
   c.data.setup = "s0"  # dexycb: the toolkit's setup, s0-s3
+  c.data.hands = "both"  # dexycb: "both" or "right" (UST-Hand fits a right MANO hand)
   c.data.version = 3  # ho3d: 2 or 3
   c.data.views = 8  # views the model uses (<= the dataset's)
   c.data.rig_views = 8  # synthetic_hands: cameras in the generated rig
@@ -146,6 +147,7 @@ def get_config(arg=None):
     c.batch_size, c.num_steps = 8, 50_000
     c.compute_dtype = "bfloat16"
     c.data.views = {"hanco": 8, "dexycb": 8, "ho3d": 5}[arg.variant]
+    c.data.hands = "right"
   # Explicit arg keys win over the variant's choices (0 keeps the variant's).
   if arg.K:
     c.model.num_hypotheses = arg.K

@@ -192,11 +192,14 @@ def _mano(mano_dir: str, side: str):
   )
 
 
-def mano_vertices(mano_dir: str, side: str, pose, betas, transl, *, pca: bool = False):
+def mano_vertices(
+  mano_dir: str, side: str, pose, betas, transl, *, pca: bool = False, flat_hand_mean=False
+):
   """MANO vertices [..., 778, 3] (metres) of the benchmarks' fits: pose [..., 3 + c] = global
-  axis-angle then the finger pose (45 axis-angle, or c PCA coefficients with pca=True) relative
-  to `hands_mean` (flat_hand_mean=False, as FreiHAND, HanCo, HO3D and DexYCB fit it), betas
-  [..., 10], transl [..., 3] added to every vertex (manopth's convention, in metres)."""
+  axis-angle then the finger pose (45 axis-angle, or c PCA coefficients with pca=True), relative
+  to `hands_mean` unless flat_hand_mean (FreiHAND, HanCo and DexYCB fit relative to it; HO3D's
+  `handPose` is absolute), betas [..., 10], transl [..., 3] added to every vertex (manopth's and
+  the chumpy model's convention, in metres)."""
   model, forward = _mano(str(mano_dir), side)
   pose = jnp.asarray(pose, jnp.float32)
   out = forward(
@@ -205,8 +208,64 @@ def mano_vertices(mano_dir: str, side: str, pose, betas, transl, *, pca: bool = 
     global_orient=pose[..., :3],
     transl=jnp.asarray(transl, jnp.float32),
     pca=pca,
-    flat_hand_mean=False,
+    flat_hand_mean=flat_hand_mean,
   )
   if model.num_vertices != NUM_VERTS:
     raise ManualDataError(f"{mano_dir}: the MANO model has {model.num_vertices} vertices")
   return np.asarray(out.vertices, np.float32)
+
+
+def iter_json_array(path: pathlib.Path, dataset: str, error=ManualDataError, chunk=1 << 20):
+  """The elements of a top-level JSON array, parsed one at a time from `chunk`-sized reads:
+  FreiHAND's `training_verts.json` is ~1 GB of text, far too much to `json.load` at once."""
+  if not path.is_file():
+    raise error(f"{dataset}: missing file {path}")
+  decoder = json.JSONDecoder()
+  with open(path, encoding="utf-8") as fh:
+    buf, pos, eof, i = "", 0, False, 0
+
+    def more():
+      nonlocal buf, pos, eof
+      data = fh.read(chunk)
+      eof = not data
+      buf, pos = buf[pos:] + data, 0
+
+    def skip_space():
+      nonlocal pos
+      while True:
+        while pos < len(buf) and buf[pos].isspace():
+          pos += 1
+        if pos < len(buf) or eof:
+          return
+        more()
+
+    def bad(what):
+      return error(f"{dataset}: malformed JSON in {path}: {what} at element {i}")
+
+    more()
+    skip_space()
+    if pos >= len(buf) or buf[pos] != "[":
+      raise bad("expected a top-level array")
+    pos += 1
+    while True:
+      skip_space()
+      if pos >= len(buf):
+        raise bad("truncated file")
+      if buf[pos] == "]":
+        return
+      if i:
+        if buf[pos] != ",":
+          raise bad("expected ','")
+        pos += 1
+        skip_space()
+      while True:
+        try:
+          value, end = decoder.raw_decode(buf, pos)
+          if end < len(buf) or eof:  # a number at the end of the buffer may continue
+            break
+        except json.JSONDecodeError:
+          if eof:
+            raise bad("truncated or invalid value") from None
+        more()
+      yield value
+      pos, i = end, i + 1

@@ -11,10 +11,12 @@ from __future__ import annotations
 import ml_collections
 import tensorflow_datasets as tfds
 
-from handflow.data import hanco, synthetic_hands
+from handflow.data import dexycb, freihand, hanco, ho3d, synthetic_hands
 
 BUILDABLE = ("synthetic_hands",)
-MANUAL = ("hanco",)
+# Real benchmarks: module.builder(config.data, data_dir) over the user's download.
+MANUAL_BUILDERS = {"hanco": hanco, "freihand": freihand, "dexycb": dexycb, "ho3d": ho3d}
+MANUAL = tuple(MANUAL_BUILDERS)
 
 
 def dataset_builder(config: ml_collections.ConfigDict):
@@ -22,8 +24,8 @@ def dataset_builder(config: ml_collections.ConfigDict):
   name = config.data.name
   if name == "synthetic_hands":
     return synthetic_hands.builder(synthetic_hands.config_from(config.data), config.data.data_dir)
-  if name == "hanco":
-    return hanco.builder(config.data, config.data.data_dir)
+  if name in MANUAL_BUILDERS:
+    return MANUAL_BUILDERS[name].builder(config.data, config.data.data_dir)
   raise ValueError(f"dataset '{name}' has no builder yet; known: {list(BUILDABLE + MANUAL)}")
 
 

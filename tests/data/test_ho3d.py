@@ -1,0 +1,109 @@
+"""The HO3D builder on a fixture written here in the official layout (no real data)."""
+
+import json
+import pathlib
+import pickle
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from configs import ust
+from handflow.data import ho3d, prepare
+from handflow.hand import conventions
+
+TRAIN = {"ABF10": [0, 1, 2], "MC1": [0, 1, 2, 3]}
+UNANNOTATED = ("MC1", 1)
+EVALUATION = {"SM1": [0, 1]}
+CAM = np.array([[614.0, 0, 320.0], [0, 614.0, 240.0], [0, 0, 1]])
+
+
+def _joints_gl(rng):
+  """HO3D-order joints in the OpenGL camera frame (in front of the camera: z < 0)."""
+  return rng.normal(0, 0.03, (21, 3)) + [0, 0, -0.5]
+
+
+def write_fixture(root: pathlib.Path, seed: int = 0, version: int = 3) -> pathlib.Path:
+  rng = np.random.default_rng(seed)
+  ext = ho3d.EXTENSION[version]
+  gt_xyz, gt_verts = [], []
+  for folder, seqs in (("train", TRAIN), ("evaluation", EVALUATION)):
+    lines = []
+    for seq, frames in seqs.items():
+      for sub in ("rgb", "meta"):
+        (root / folder / seq / sub).mkdir(parents=True)
+      for f in frames:
+        lines.append(f"{seq}/{f:04d}")
+        meta = {"camMat": CAM, "handBeta": rng.normal(size=10), "handTrans": [0, 0, -0.5]}
+        if folder == "train":
+          meta["handJoints3D"] = None if (seq, f) == UNANNOTATED else _joints_gl(rng)
+          meta["handPose"] = rng.normal(0, 0.2, 48)
+        else:  # the evaluation meta holds only the root; the ground truth is separate
+          joints = _joints_gl(rng)
+          meta["handJoints3D"] = joints[0]
+          gt_xyz.append(joints.tolist())
+          gt_verts.append((rng.normal(0, 0.03, (778, 3)) + [0, 0, -0.5]).tolist())
+        with open(root / folder / seq / "meta" / f"{f:04d}.pkl", "wb") as fh:
+          pickle.dump(meta, fh, protocol=2)
+        img = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+        data = tf.io.encode_png(img) if ext == "png" else tf.io.encode_jpeg(img)
+        (root / folder / seq / "rgb" / f"{f:04d}.{ext}").write_bytes(data.numpy())
+    (root / f"{folder}.txt").write_text("\n".join(lines) + "\n")
+  (root / "evaluation_xyz.json").write_text(json.dumps(gt_xyz))
+  (root / "evaluation_verts.json").write_text(json.dumps(gt_verts))
+  return root
+
+
+def _config(root, data_dir, **data):
+  c = ust.get_config("tiny")
+  c.data.name, c.data.manual_dir, c.data.subset = "ho3d", str(root), True
+  c.data.data_dir, c.data.frames, c.data.views = str(data_dir), 2, 1
+  c.data.update(data)
+  return c
+
+
+def _project_ho3d(cam_mat, pts_gl):
+  """HO3D's own projection (vis_HO3D.project3DPoints with isOpenGLCoords=True)."""
+  flip = np.array([[1.0, 0, 0], [0, -1, 0], [0, 0, -1]])
+  p = pts_gl.dot(flip.T).dot(cam_mat.T)
+  return p[:, :2] / p[:, 2:]
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_clips_frames_order_and_projection(tmp_path, version):
+  root = write_fixture(tmp_path / "HO3D", version=version)
+  config = _config(root, tmp_path / "tfds", version=version)
+  # ABF10: frames 0-1 (frame 2 alone); MC1: frame 1 unannotated -> frames 2-3. SM1: 0-1.
+  assert prepare.prepare(config)["splits"] == {"train": 2, "test": 1}
+  b = prepare.dataset_builder(config)
+  train = {bytes(e["sequence"]).decode(): e for e in tfds.as_numpy(b.as_dataset(split="train"))}
+  assert list(train["ABF10"]["frame_ids"]) == [0, 1] and list(train["MC1"]["frame_ids"]) == [2, 3]
+  ex = train["MC1"]
+  with open(root / "train" / "MC1" / "meta" / "0003.pkl", "rb") as fh:
+    meta = pickle.load(fh)
+  # uv = HO3D's projection of its OpenGL joints, reordered to OpenPose; the wrist stays first.
+  uv_ho3d = _project_ho3d(CAM, meta["handJoints3D"])
+  op = np.asarray(ex["uv"][1, 0])
+  np.testing.assert_allclose(op[list(conventions.HO3D_FROM_OPENPOSE)], uv_ho3d, atol=1e-2)
+  assert ex["xyz"][1, 0, 2] > 0  # OpenCV: in front of the camera is +z
+  np.testing.assert_allclose(ex["xyz"][1, 0], meta["handJoints3D"][0] * [1, -1, -1], atol=1e-6)
+  assert not ex["has_verts"].any() and ex["images"].shape == (2, 480, 640, 3)
+  test = next(iter(tfds.as_numpy(b.as_dataset(split="test"))))
+  gt = np.asarray(json.loads((root / "evaluation_verts.json").read_text()))
+  np.testing.assert_allclose(test["verts"], gt * [1, -1, -1], atol=1e-6)
+  assert test["has_verts"].all()
+
+
+def test_official_sizes_and_named_errors(tmp_path):
+  root = write_fixture(tmp_path / "HO3D")
+  with pytest.raises(ho3d.Ho3dError, match="78297"):
+    ho3d.read_list(root, "train", 3, subset=False)
+  path = root / "evaluation_xyz.json"
+  path.write_text(path.read_text()[:40])
+  with pytest.raises(ho3d.Ho3dError, match="malformed JSON in .*evaluation_xyz.json"):
+    prepare.prepare(_config(root, tmp_path / "tfds"))
+  root = write_fixture(tmp_path / "HO3D2")
+  (root / "train" / "ABF10" / "meta" / "0001.pkl").unlink()
+  with pytest.raises(ho3d.Ho3dError, match="ABF10/meta/0001.pkl"):
+    prepare.prepare(_config(root, tmp_path / "tfds2"))
