@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
+import zipfile
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -162,7 +163,7 @@ def read_labels(path: pathlib.Path) -> dict[str, np.ndarray]:
   try:
     with np.load(path) as z:
       raw = {k: z[k] for k in ("joint_3d", "joint_2d", "pose_m") if k in z.files}
-  except (OSError, ValueError, EOFError) as e:
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
     raise DexycbError(f"DexYCB: malformed labels {path}: {e}") from None
   out = {}
   for key, shape in (("joint_3d", (1, 21, 3)), ("joint_2d", (1, 21, 2)), ("pose_m", (1, 51))):

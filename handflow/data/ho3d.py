@@ -11,12 +11,15 @@ Read from `config.data.manual_dir` in the official layout (REFERENCE §3):
                                        order, HO3D order, OpenGL frame) where the user has it
   rgb_2D_keypoints/{train,evaluation}/SEQ/rgb/FRAME.json   optional OpenPose pseudo-labels
 
-Examples have synthetic_hands' structure with one view: a clip is T consecutive listed frames
-of one sequence, in the OpenCV camera frame (y and z of OpenGL flipped; T_cam_world = I),
-keypoints reordered to OpenPose. `train` comes from train.txt (frames without a hand annotation
-are skipped); `test` from evaluation.txt, only when the evaluation ground truth is present (HO3D
-scores evaluation on its server otherwise). With `mano_dir`, training clips carry the fits'
-meshes (`handPose` is absolute: flat_hand_mean=True, as HO3D's own forward kinematics). The
+Examples have synthetic_hands' structure. With one view (`views=1`), a clip is T consecutive
+listed frames of one sequence, in the OpenCV camera frame (y and z of OpenGL flipped;
+T_cam_world = I), keypoints reordered to OpenPose. With `views=V > 1` (v3), a clip is T
+simultaneous frames of the first V cameras of each calibrated multi-camera group, in the
+group's common frame (`ho3d_cameras`).
+`train` comes from train.txt (frames without a hand annotation are skipped); `test` from
+evaluation.txt, only when the evaluation ground truth is present (HO3D scores evaluation on its
+server otherwise). With `mano_dir`, training clips carry the fits' meshes (`handPose` is
+absolute: flat_hand_mean=True, as HO3D's own forward kinematics). The
 official list sizes are enforced unless `subset` is set.
 """
 
@@ -30,7 +33,7 @@ import pickle
 import numpy as np
 import tensorflow_datasets as tfds
 
-from handflow.data import manual
+from handflow.data import ho3d_cameras, manual
 from handflow.hand import conventions
 
 HEIGHT, WIDTH = 480, 640
@@ -92,18 +95,23 @@ def annotated(meta: dict) -> bool:
 class Ho3dConfig(tfds.core.BuilderConfig):
   ho3d_version: int = 3
   frames: int = 1
+  views: int = 1  # > 1: v3's synchronised multi-camera groups (ho3d_cameras)
   subset: bool = False
   mano_dir: str = ""
 
   @classmethod
-  def make(cls, version=3, frames=1, subset=False, mano_dir="") -> Ho3dConfig:
+  def make(cls, version=3, frames=1, views=1, subset=False, mano_dir="") -> Ho3dConfig:
     if version not in SIZES:
       raise ValueError(f"ho3d: version must be 2 or 3, got {version}")
-    name = f"v{version}_t{frames}" + ("_subset" if subset else "") + ("_mano" if mano_dir else "")
+    if views > 1 and version != 3:
+      raise ValueError(f"ho3d: multi-camera clips (views={views}) exist in v3 only")
+    name = f"v{version}_t{frames}" + (f"_mv{views}" if views > 1 else "")
+    name += ("_subset" if subset else "") + ("_mano" if mano_dir else "")
     return cls(
       name=name,
       ho3d_version=int(version),
       frames=int(frames),
+      views=int(views),
       subset=bool(subset),
       mano_dir=str(mano_dir or ""),
     )
@@ -124,13 +132,13 @@ class Ho3d(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     f = tfds.features
     extra = {
-      "sequence": f.Text(),
+      "sequence": f.Text(),  # multi-camera clips: the group (e.g. ABF1)
       "frame_ids": f.Tensor(shape=(cfg.frames,), dtype=np.int64),
     }
     return self.dataset_info_from_configs(
       features=manual.features(
         cfg.frames,
-        1,
+        cfg.views,
         (HEIGHT, WIDTH),
         encoding=EXTENSION[cfg.ho3d_version].replace("jpg", "jpeg"),
         verts=True,
@@ -148,11 +156,56 @@ class Ho3d(tfds.core.GeneratorBasedBuilder):
     evaluation = read_list(root, "evaluation", cfg.ho3d_version, cfg.subset)
     if cfg.mano_dir:
       manual.mano_vertices(cfg.mano_dir, "right", np.zeros(48), np.zeros(10), np.zeros(3))
-    splits = {"train": self._generate_examples(root, "train", train, None)}
     gt = [root / "evaluation_xyz.json", root / "evaluation_verts.json"]
-    if any(p.exists() for p in gt):
+    has_gt = any(p.exists() for p in gt)
+    if cfg.views > 1:
+      groups = ho3d_cameras.camera_groups(root, Ho3dError)
+      usable = {g: cams[: cfg.views] for g, cams in groups.items() if len(cams) >= cfg.views}
+      if not usable:
+        raise Ho3dError(
+          f"HO3D: no calibrated group under {root / 'calibration'} has {cfg.views} cameras "
+          f"(found { ({g: len(c) for g, c in groups.items()}) }); set config.data.views"
+        )
+      splits = {"train": self._generate_multiview(root, "train", train, usable, None)}
+      if has_gt:
+        xyz = manual.read_json(gt[0], "HO3D", Ho3dError)  # keypoints only: small
+        if not isinstance(xyz, list) or len(xyz) != len(evaluation):
+          raise Ho3dError(f"HO3D: {gt[0]} must list one entry per line of evaluation.txt")
+        rows = dict(zip(evaluation, xyz, strict=True))
+        splits["test"] = self._generate_multiview(root, "evaluation", evaluation, usable, rows)
+      return {k: v for k, v in splits.items() if k == "train" or _any_in(evaluation, usable)}
+    splits = {"train": self._generate_examples(root, "train", train, None)}
+    if has_gt:
       splits["test"] = self._generate_examples(root, "evaluation", evaluation, gt)
     return splits
+
+  def _generate_multiview(self, root, folder, entries, groups, gt_xyz):
+    """Clips of T consecutive frames listed (and, for training, annotated) in every camera of
+    a calibrated group, in the group's common frame."""
+    cfg = self.builder_config
+    if gt_xyz is None:  # training: every camera's frame must be annotated
+      keep = lambda seq, f: annotated(read_meta(_meta_path(root, folder, seq, f)))
+    else:
+      keep = lambda seq, f: True
+    clip_id = 0
+    for group, cams in sorted(groups.items()):
+      for frames in ho3d_cameras.windows(entries, cams, cfg.frames, keep):
+        rows = None
+        if gt_xyz is not None:
+          rows = {
+            (seq, f): (
+              _array(gt_xyz[(seq, f)], (21, 3), root / "evaluation_xyz.json", f"{seq}/{f}"),
+              None,
+            )
+            for seq, _ in cams
+            for f in frames
+          }
+        ex = read_clip(root, folder, cams, frames, cfg, rows)
+        yield (
+          f"{folder}/{group}/{frames[0]:04d}",
+          {"clip_id": clip_id, "sequence": group, "frame_ids": np.asarray(frames), **ex},
+        )
+        clip_id += 1
 
   def _generate_examples(self, root, folder, entries, gt):
     """Clips of T consecutive listed frames, in the list's order. The evaluation ground truth
@@ -178,8 +231,9 @@ class Ho3d(tfds.core.GeneratorBasedBuilder):
         )
       window.append((seq, frame, row))
       if len(window) == cfg.frames:
-        ex = read_clip(root, folder, seq, window, cfg)
         frames = np.asarray([f for _, f, _ in window])
+        rows = {(seq, f): r for _, f, r in window if r is not None}
+        ex = read_clip(root, folder, [(seq, np.eye(4))], list(frames), cfg, rows)
         yield (
           f"{folder}/{seq}/{frames[0]:04d}",
           {"clip_id": clip_id, "sequence": seq, "frame_ids": frames, **ex},
@@ -198,44 +252,59 @@ def _to_opencv_openpose(points_gl):
   return (np.asarray(points_gl) @ OPENGL_TO_OPENCV)[..., OPENPOSE_FROM_HO3D, :]
 
 
-def read_clip(root, folder, seq, window, cfg) -> dict:
-  """One clip's arrays and images [t] (one view), every file checked. window: [(seq, frame,
-  evaluation ground truth (xyz, verts) in HO3D's frame and order, or None)]."""
+def _any_in(entries, groups) -> bool:
+  seqs = {seq for cams in groups.values() for seq, _ in cams}
+  return any(seq in seqs for seq, _ in entries)
+
+
+def read_clip(root, folder, cameras, frames, cfg, rows=None) -> dict:
+  """One clip's arrays and images [t * v], every file checked. cameras: [(sequence,
+  T_world_cam)] (one camera with the identity for single-view clips); rows: {(sequence,
+  frame): (joints, verts or None)} evaluation ground truth in HO3D's frame and order."""
   ext = EXTENSION[cfg.ho3d_version]
-  K, xyz, verts, images, uv_pl, conf = [], [], [], [], [], []
-  for _, f, row in window:
-    path = _meta_path(root, folder, seq, f)
-    meta = read_meta(path)
-    K.append(_array(meta.get("camMat"), (3, 3), path, "camMat"))
-    if row is not None:
-      joints_gl, verts_gl = row
-    else:
-      joints_gl = _array(meta.get("handJoints3D"), (21, 3), path, "handJoints3D")
-      verts_gl = None
-      if cfg.mano_dir:
-        pose = _array(meta.get("handPose"), (48,), path, "handPose")
-        beta = _array(meta.get("handBeta"), (10,), path, "handBeta")
-        trans = _array(meta.get("handTrans"), (3,), path, "handTrans")
-        verts_gl = manual.mano_vertices(
-          cfg.mano_dir, "right", pose, beta, trans, flat_hand_mean=True
-        )
-    xyz.append(_to_opencv_openpose(joints_gl))
-    has = verts_gl is not None
-    verts.append(verts_gl @ OPENGL_TO_OPENCV if has else np.zeros((manual.NUM_VERTS, 3)))
-    rel = f"{folder}/{seq}/rgb/{f:04d}.{ext}"
-    images.append(_image(root / rel))
-    u, c = manual.openpose_labels(manual.label_path(root, rel), "HO3D", Ho3dError)
-    uv_pl.append(u)
-    conf.append(c)
-  t = len(window)
-  T = np.broadcast_to(np.eye(4), (t, 1, 4, 4))
+  rows = rows or {}
+  T_world_cam = np.stack([T for _, T in cameras])
+  K, xyz, verts, has_verts, images, uv_pl, conf = [], [], [], [], [], [], []
+  for f in frames:
+    joints, meshes = [], []
+    for seq, _ in cameras:
+      path = _meta_path(root, folder, seq, f)
+      meta = read_meta(path)
+      K.append(_array(meta.get("camMat"), (3, 3), path, "camMat"))
+      if (seq, f) in rows:
+        joints_gl, verts_gl = rows[(seq, f)]
+      else:
+        joints_gl = _array(meta.get("handJoints3D"), (21, 3), path, "handJoints3D")
+        verts_gl = None
+        if cfg.mano_dir:
+          pose = _array(meta.get("handPose"), (48,), path, "handPose")
+          beta = _array(meta.get("handBeta"), (10,), path, "handBeta")
+          trans = _array(meta.get("handTrans"), (3,), path, "handTrans")
+          verts_gl = manual.mano_vertices(
+            cfg.mano_dir, "right", pose, beta, trans, flat_hand_mean=True
+          )
+      joints.append(_to_opencv_openpose(joints_gl))
+      meshes.append(None if verts_gl is None else verts_gl @ OPENGL_TO_OPENCV)
+      rel = f"{folder}/{seq}/rgb/{f:04d}.{ext}"
+      images.append(_image(root / rel))
+      u, c = manual.openpose_labels(manual.label_path(root, rel), "HO3D", Ho3dError)
+      uv_pl.append(u)
+      conf.append(c)
+    where = f"{folder}/{'+'.join(s for s, _ in cameras)} frame {f}"
+    xyz.append(ho3d_cameras.world_joints(np.stack(joints), T_world_cam, where, Ho3dError))
+    # The mesh of the first camera's fit, moved to the common frame.
+    has_verts.append(meshes[0] is not None)
+    R, t0 = T_world_cam[0, :3, :3], T_world_cam[0, :3, 3]
+    verts.append(meshes[0] @ R.T + t0 if meshes[0] is not None else np.zeros((manual.NUM_VERTS, 3)))
+  t, v = len(frames), len(cameras)
+  T = np.broadcast_to(np.linalg.inv(T_world_cam), (t, v, 4, 4))
   return {
     "images": images,
-    **manual.geometry(np.asarray(K)[:, None], T, xyz, (HEIGHT, WIDTH)),
-    "uv_pl": np.asarray(uv_pl, np.float32)[:, None],
-    "conf": np.asarray(conf, np.float32)[:, None],
+    **manual.geometry(np.reshape(K, (t, v, 3, 3)), T, xyz, (HEIGHT, WIDTH)),
+    "uv_pl": np.asarray(uv_pl, np.float32).reshape(t, v, 21, 2),
+    "conf": np.asarray(conf, np.float32).reshape(t, v, 21),
     "verts": np.asarray(verts, np.float32),
-    "has_verts": np.asarray([row is not None or bool(cfg.mano_dir) for _, _, row in window]),
+    "has_verts": np.asarray(has_verts),
   }
 
 
@@ -244,6 +313,7 @@ def builder(data_config, data_dir: str | None = None) -> Ho3d:
   config = Ho3dConfig.make(
     version=int(d.get("version", 3)),
     frames=int(d.frames),
+    views=int(d.get("views", 1)),
     subset=bool(d.get("subset", False)),
     mano_dir=str(d.get("mano_dir", "") or ""),
   )

@@ -13,7 +13,8 @@ Per example (a clip [t, v, ...]):
 - colour jitter (train), normalisation; views beyond config.data.views are dropped.
 Batches are [b, t, v, ...] with b = per-host batch size; evaluation pads the last batch with
 `mask = 0` samples and gives every host the same number of batches. Ground truth (`xyz`, `uv`,
-`visible`, and `verts` [t, n, 3], the ground-truth mesh, where the dataset has one) is only
+`visible`, and `verts` [t, n, 3] / `has_verts` [t], the ground-truth mesh where the dataset has
+one) is only
 included for evaluation, or when `config.data.supervised` is set.
 """
 
@@ -186,6 +187,7 @@ def _example_fn(config, split, train, seed):
           _synthetic_vertices, [ex[k] for k in MANO_KEYS], tf.float32, stateful=False
         )
         out["verts"] = tf.ensure_shape(verts, [t, _synthetic_hand().num_vertices, 3])
+        out["has_verts"] = tf.ones([t], tf.bool)
     return out
 
   return fn
@@ -219,6 +221,31 @@ def _checked(config, iterable):
       raise DataError(
         f"dataset '{config.data.name}' in {where} is corrupt or unreadable: {msg}"
       ) from None
+
+
+def check_splits(config, *splits):
+  """Fails before any work when the prepared dataset lacks a split a mode needs."""
+  builder = _builder_or_error(config)
+  missing = [s for s in splits if s not in builder.info.splits]
+  if missing:
+    raise DataError(
+      f"dataset '{config.data.name}' ({builder.builder_config.name}) has no split "
+      f"{', '.join(repr(s) for s in missing)} (it has {sorted(builder.info.splits)}); training "
+      "evaluates on 'test' (HO3D: only with the evaluation ground truth)"
+    )
+
+
+def _check_pseudo_labels(config, batch):
+  """A real dataset built without any detector labels would train on nothing: say so."""
+  builder = _builder_or_error(config)
+  if "uv_pl" in builder.info.features and not np.any(batch["conf"] > 0):
+    raise DataError(
+      f"dataset '{config.data.name}': the first training batch has no pseudo-label (every "
+      "`conf` is 0), so the build found no OpenPose files under rgb_2D_keypoints/ of "
+      f"{config.data.get('manual_dir', '') or 'the download'}. Run `python -m "
+      f"handflow.data.detect --dataset={config.data.name} --manual_dir=...`, then rebuild "
+      f"(remove {builder.data_dir})"
+    )
 
 
 def make_dataset(config, split, *, train, process_index=0, process_count=1, seed=0, skip=0):
@@ -269,9 +296,13 @@ def batches(
     skip=start_step * b if train else 0,
   )
   if train:
-    yield from _checked(
+    it = _checked(
       config, tfds.as_numpy(ds.batch(b, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
     )
+    first = next(it)
+    _check_pseudo_labels(config, first)
+    yield first
+    yield from it
     return
   total = _builder_or_error(config).info.splits[split].num_examples
   steps = int(np.ceil(int(np.ceil(total / process_count)) / b))  # same on every host

@@ -31,6 +31,7 @@ REPORTS = {"ust": ust_report.report}
 def run(mode: str, config, workdir):
   """Runs `mode` ("train", "eval" or "predict") of the config's method; returns its result."""
   method = METHODS[config.method](config)
+  pipeline.check_splits(config, "train", "test")
   host = dict(process_index=jax.process_index(), process_count=jax.process_count())
   train_batches = lambda start: pipeline.batches(
     config, "train", train=True, start_step=start, **host

@@ -175,3 +175,15 @@ def test_mano_meshes_follow_manopth_pca_convention(root, tmp_path):
   np.testing.assert_allclose(
     ex["verts"][0], cam @ T_world_cam[:3, :3].T + T_world_cam[:3, 3], atol=5e-5
   )
+
+
+def test_truncated_labels_and_malformed_yaml_are_named(tmp_path):
+  root = write_fixture(tmp_path / "DexYCB")
+  labels = root / SUBJECT / "20200820_100002" / dexycb.SERIALS[0] / "labels_000001.npz"
+  labels.write_bytes(labels.read_bytes()[:100])
+  with pytest.raises(dexycb.DexycbError, match="malformed labels .*labels_000001.npz"):
+    prepare.prepare(_config(root, tmp_path / "tfds"))
+  root = write_fixture(tmp_path / "DexYCB2")
+  (root / SUBJECT / "20200820_100003" / "meta.yml").write_text("serials: [1, 2\nnum_frames: 3")
+  with pytest.raises(dexycb.DexycbError, match="malformed YAML in .*20200820_100003/meta.yml"):
+    prepare.prepare(_config(root, tmp_path / "tfds2"))

@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import ust
-from handflow.data import ho3d, prepare
+from handflow.data import ho3d, manual, pipeline, prepare
 from handflow.hand import conventions
 
 TRAIN = {"ABF10": [0, 1, 2], "MC1": [0, 1, 2, 3]}
@@ -107,3 +107,79 @@ def test_official_sizes_and_named_errors(tmp_path):
   (root / "train" / "ABF10" / "meta" / "0001.pkl").unlink()
   with pytest.raises(ho3d.Ho3dError, match="ABF10/meta/0001.pkl"):
     prepare.prepare(_config(root, tmp_path / "tfds2"))
+
+
+def write_multicam(root: pathlib.Path, seed=1, cams=(0, 2, 4), frames=3, wrong_direction=False):
+  """A calibrated v3 group (GSF1: sequences GSF10, GSF12, GSF14) added to the fixture: each
+  camera's labels are the same world joints in its own OpenGL frame, in HO3D order."""
+  from scipy.spatial.transform import Rotation
+
+  rng = np.random.default_rng(seed)
+  calib = root / "calibration" / "GSF1" / "calibration"
+  calib.mkdir(parents=True)
+  np.savetxt(calib / "cam_orders.txt", np.asarray(cams))
+  T_world_cam = []
+  for i in range(len(cams)):
+    R = Rotation.from_rotvec(rng.normal(0, 0.5, 3)).as_matrix()
+    T = manual.rigid(R, -0.6 * R[:, 2])  # looking at the origin from 0.6 m
+    T_world_cam.append(T)
+    np.savetxt(calib / f"trans_{i}.txt", np.linalg.inv(T) if wrong_direction else T)
+  lines = (root / "train.txt").read_text().split()
+  for f in range(frames):
+    world = rng.normal(0, 0.03, (21, 3))
+    for cam, T in zip(cams, T_world_cam, strict=True):
+      seq = root / "train" / f"GSF1{cam}"
+      for sub in ("rgb", "meta"):
+        (seq / sub).mkdir(parents=True, exist_ok=True)
+      cv = (world - T[:3, 3]) @ T[:3, :3]
+      meta = {
+        "camMat": CAM,
+        "handJoints3D": (cv * [1, -1, -1])[list(conventions.HO3D_FROM_OPENPOSE)],
+      }
+      with open(seq / "meta" / f"{f:04d}.pkl", "wb") as fh:
+        pickle.dump(meta, fh, protocol=2)
+      img = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+      (seq / "rgb" / f"{f:04d}.jpg").write_bytes(tf.io.encode_jpeg(img).numpy())
+      lines.append(f"GSF1{cam}/{f:04d}")
+  (root / "train.txt").write_text("\n".join(lines) + "\n")
+  return np.asarray(T_world_cam)
+
+
+def test_v3_multicamera_clips_share_one_world(tmp_path):
+  root = write_fixture(tmp_path / "HO3D")
+  T_world_cam = write_multicam(root)
+  config = _config(root, tmp_path / "tfds", views=3, frames=1)
+  # Only the calibrated group makes multi-view clips (3 frames); no evaluation group has one.
+  assert prepare.prepare(config)["splits"] == {"train": 3}
+  ex = next(iter(tfds.as_numpy(prepare.dataset_builder(config).as_dataset(split="train"))))
+  assert ex["sequence"] == b"GSF1" and ex["images"].shape == (3, 480, 640, 3)
+  np.testing.assert_allclose(np.linalg.inv(ex["T_cam_world"][0]), T_world_cam, atol=1e-5)
+  # Every camera's own labels, projected as HO3D does, are the world joints' projections.
+  f = int(ex["frame_ids"][0])
+  for c, cam in enumerate((0, 2, 4)):
+    with open(root / "train" / f"GSF1{cam}" / "meta" / f"{f:04d}.pkl", "rb") as fh:
+      meta = pickle.load(fh)
+    uv_ho3d = _project_ho3d(CAM, meta["handJoints3D"])
+    np.testing.assert_allclose(
+      ex["uv"][0, c][list(conventions.HO3D_FROM_OPENPOSE)], uv_ho3d, atol=1e-2
+    )
+
+
+def test_v3_calibration_in_the_wrong_direction_is_refused(tmp_path):
+  root = write_fixture(tmp_path / "HO3D")
+  write_multicam(root, wrong_direction=True)
+  with pytest.raises(ho3d.Ho3dError, match="disagree"):
+    prepare.prepare(_config(root, tmp_path / "tfds", views=3, frames=1))
+
+
+def test_training_without_pseudo_labels_or_test_split_fails_early(tmp_path):
+  root = write_fixture(tmp_path / "HO3D")
+  for name in ("evaluation_xyz.json", "evaluation_verts.json"):
+    (root / name).unlink()  # HO3D's evaluation ground truth is not public
+  config = _config(root, tmp_path / "tfds")
+  assert prepare.prepare(config)["splits"] == {"train": 2}
+  with pytest.raises(pipeline.DataError, match="has no split 'test'"):
+    pipeline.check_splits(config, "train", "test")
+  # No rgb_2D_keypoints/ files: the first training batch says so instead of training on nothing.
+  with pytest.raises(pipeline.DataError, match="handflow.data.detect --dataset=ho3d"):
+    next(pipeline.batches(config, "train", train=True, batch_size=2))

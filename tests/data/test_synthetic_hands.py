@@ -81,7 +81,8 @@ def test_bad_configs_are_named():
   with pytest.raises(ValueError, match="views >= 2"):
     synthetic.SceneConfig(views=1)
   config = ust.get_config("dexycb")
-  with pytest.raises(ValueError, match="dataset 'dexycb' has no builder yet"):
+  config.data.name = "interhand26m"
+  with pytest.raises(ValueError, match="dataset 'interhand26m' has no builder yet"):
     prepare.dataset_builder(config)
   hanco = ust.get_config("hanco")
   hanco.data.data_dir = "/nonexistent/tfds"

@@ -1,0 +1,117 @@
+"""Real 2D pseudo-labels: MediaPipe's hand landmarker over a dataset's images, written as the
+OpenPose JSON every builder reads (`rgb_2D_keypoints/` of the dataset root, see `manual`).
+
+  python -m handflow.data.detect --dataset=hanco --manual_dir=/data/HanCo
+  python -m handflow.data.detect --dataset=freihand --manual_dir=/data/FreiHAND --limit=100
+
+Optional and isolated: mediapipe==0.10.21 is the last wheel that ships its hand models, and it
+needs numpy<2, so the detector runs in its own virtual environment (`--venv`, created with pip
+on first use: the one step that needs the network; nothing else in handflow imports MediaPipe).
+Images whose labels exist are skipped (rerun to resume; `--overwrite` redoes them). Then
+`--mode=prepare` builds the dataset with these labels as `uv_pl` / `conf`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+from handflow.data import manual
+
+MEDIAPIPE = ("mediapipe==0.10.21", "numpy<2")
+DEFAULT_VENV = pathlib.Path("~/.cache/handflow/mediapipe-0.10.21").expanduser()
+WORKER = pathlib.Path(__file__).with_name("mediapipe_worker.py")
+
+
+def _sorted_glob(root: pathlib.Path, pattern: str):
+  return sorted(p.relative_to(root).as_posix() for p in root.glob(pattern))
+
+
+def images(dataset: str, root: pathlib.Path) -> list[tuple[pathlib.Path, pathlib.Path]]:
+  """[(image, where its labels go)] of a dataset in its official layout."""
+  root = pathlib.Path(root)
+  if not root.is_dir():
+    raise manual.ManualDataError(f"{dataset}: manual_dir {root} does not exist")
+  if dataset == "hanco":
+    from handflow.data import hanco
+
+    sequences, _ = hanco.scan(root, subset=True)
+    out = []
+    for sid, frames in sorted(sequences.items()):
+      image_dir = "rgb" if sid < hanco.FIRST_TEST_SEQUENCE else "rgb_merged"
+      for fid in frames:
+        for c in range(hanco.CAMERAS):
+          rel = f"{sid:04d}/cam{c}/{fid:08d}"
+          out.append((root / image_dir / f"{rel}.jpg", manual.label_path(root, rel)))
+    return out
+  patterns = {
+    "freihand": ("training/rgb/*.jpg", "evaluation/rgb/*.jpg"),
+    "dexycb": ("*-subject-*/*/*/color_*.jpg",),
+    "ho3d": ("train/*/rgb/*.*", "evaluation/*/rgb/*.*"),
+  }
+  if dataset not in patterns:
+    raise ValueError(f"unknown dataset '{dataset}'; known: {['hanco', *patterns]}")
+  rels = [r for p in patterns[dataset] for r in _sorted_glob(root, p)]
+  return [(root / r, manual.label_path(root, r)) for r in rels]
+
+
+def ensure_venv(venv: pathlib.Path) -> pathlib.Path:
+  """The MediaPipe environment's Python, created with pip if missing."""
+  python = venv / "bin" / "python"
+  if python.is_file():
+    return python
+  print(f"creating {venv} with {' '.join(MEDIAPIPE)} (once)", flush=True)
+  subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+  subprocess.run([str(python), "-m", "pip", "install", "-q", *MEDIAPIPE], check=True)
+  return python
+
+
+def run(dataset, root, *, venv=DEFAULT_VENV, overwrite=False, limit=0) -> dict:
+  jobs = [(i, o) for i, o in images(dataset, root) if overwrite or not o.exists()]
+  if limit:
+    jobs = jobs[:limit]
+  if not jobs:
+    return {"images": 0, "missed": 0}
+  python = ensure_venv(pathlib.Path(venv).expanduser())
+  with tempfile.TemporaryDirectory() as tmp:
+    path = pathlib.Path(tmp) / "jobs.jsonl"
+    path.write_text(
+      "".join(json.dumps({"image": str(i), "labels": str(o)}) + "\n" for i, o in jobs)
+    )
+    proc = subprocess.run([str(python), str(WORKER), str(path)], capture_output=True, text=True)
+  if proc.returncode:
+    raise RuntimeError(
+      f"MediaPipe worker failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}"
+    )
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  ap.add_argument("--dataset", required=True, choices=("hanco", "freihand", "dexycb", "ho3d"))
+  ap.add_argument("--manual_dir", required=True, help="the dataset's root (official layout)")
+  ap.add_argument("--venv", default=str(DEFAULT_VENV), help="MediaPipe's environment")
+  ap.add_argument("--overwrite", action="store_true", help="redo images that have labels")
+  ap.add_argument("--limit", type=int, default=0, help="at most this many images (0: all)")
+  args = ap.parse_args(argv)
+  try:
+    out = run(
+      args.dataset,
+      pathlib.Path(args.manual_dir),
+      venv=args.venv,
+      overwrite=args.overwrite,
+      limit=args.limit,
+    )
+  except (manual.ManualDataError, RuntimeError, subprocess.CalledProcessError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print(f"{out['images']} images labelled, {out['missed']} without a detected right hand")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
