@@ -336,13 +336,13 @@ def read_clip(root, seq, meta, serials, frames, multiview, mano_dir) -> dict:
     T_world_cam = np.eye(4)[None]
   images, uv_pl, conf, xyz, poses = [], [], [], [], []
   for f in frames:
-    world = []
+    joints = []
     for c, s in enumerate(serials):
       path = root / seq / s / f"labels_{f:06d}.npz"
       labels = read_labels(path)
       if not valid(labels):
         raise DexycbError(f"DexYCB: {path} is unlabelled while camera {serials[0]} is labelled")
-      world.append(labels["joint_3d"] @ T_world_cam[c, :3, :3].T + T_world_cam[c, :3, 3])
+      joints.append(labels["joint_3d"])
       if c == 0:
         poses.append(labels["pose_m"])
       rel = f"{seq}/{s}/color_{f:06d}.jpg"
@@ -350,7 +350,8 @@ def read_clip(root, seq, meta, serials, frames, multiview, mano_dir) -> dict:
       u, p = manual.openpose_labels(manual.label_path(root, rel), "DexYCB", DexycbError)
       uv_pl.append(u)
       conf.append(p)
-    xyz.append(np.mean(world, axis=0))
+    where = f"{seq} frame {f}"
+    xyz.append(manual.fuse_views(np.stack(joints), T_world_cam, where, "DexYCB", DexycbError))
   t, v = len(frames), len(serials)
   T_cam_world = np.linalg.inv(T_world_cam)
   out = {
@@ -388,7 +389,4 @@ def builder(data_config, data_dir: str | None = None) -> Dexycb:
     subset=bool(d.get("subset", False)),
     mano_dir=str(d.get("mano_dir", "") or ""),
   )
-  registered = {c.name for c in Dexycb.BUILDER_CONFIGS}
-  return Dexycb(
-    config=config.name if config.name in registered else config, data_dir=data_dir or None
-  )
+  return manual.make_builder(Dexycb, config, data_dir)

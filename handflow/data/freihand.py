@@ -157,7 +157,4 @@ class Freihand(tfds.core.GeneratorBasedBuilder):
 
 def builder(data_config, data_dir: str | None = None) -> Freihand:
   config = FreihandConfig.make(bool(data_config.get("subset", False)))
-  registered = {c.name for c in Freihand.BUILDER_CONFIGS}
-  return Freihand(
-    config=config.name if config.name in registered else config, data_dir=data_dir or None
-  )
+  return manual.make_builder(Freihand, config, data_dir)

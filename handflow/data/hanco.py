@@ -216,7 +216,4 @@ def builder(data_config, data_dir: str | None = None) -> Hanco:
     bool(data_config.get("subset", False)),
     str(data_config.get("mano_dir", "") or ""),
   )
-  registered = {c.name for c in Hanco.BUILDER_CONFIGS}
-  return Hanco(
-    config=config.name if config.name in registered else config, data_dir=data_dir or None
-  )
+  return manual.make_builder(Hanco, config, data_dir)

@@ -291,7 +291,7 @@ def read_clip(root, folder, cameras, frames, cfg, rows=None) -> dict:
       uv_pl.append(u)
       conf.append(c)
     where = f"{folder}/{'+'.join(s for s, _ in cameras)} frame {f}"
-    xyz.append(ho3d_cameras.world_joints(np.stack(joints), T_world_cam, where, Ho3dError))
+    xyz.append(manual.fuse_views(np.stack(joints), T_world_cam, where, "HO3D", Ho3dError))
     # The mesh of the first camera's fit, moved to the common frame.
     has_verts.append(meshes[0] is not None)
     R, t0 = T_world_cam[0, :3, :3], T_world_cam[0, :3, 3]
@@ -317,7 +317,4 @@ def builder(data_config, data_dir: str | None = None) -> Ho3d:
     subset=bool(d.get("subset", False)),
     mano_dir=str(d.get("mano_dir", "") or ""),
   )
-  registered = {c.name for c in Ho3d.BUILDER_CONFIGS}
-  return Ho3d(
-    config=config.name if config.name in registered else config, data_dir=data_dir or None
-  )
+  return manual.make_builder(Ho3d, config, data_dir)

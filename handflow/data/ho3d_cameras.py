@@ -9,8 +9,7 @@ calibration, as HO3D's own multi-camera code reads it:
                                                      group's common frame, metres
 
 Each camera's labels are in its own OpenGL frame; mapped to the common frame they must agree
-(the joints of all cameras are averaged, and a spread beyond `MAX_DISAGREEMENT_M` is an error
-naming the calibration, which catches a wrong convention or unsynchronised frames).
+(`manual.fuse_views`: a wrong convention or unsynchronised frames is an error naming them).
 """
 
 from __future__ import annotations
@@ -20,8 +19,6 @@ import pathlib
 import numpy as np
 
 from handflow.data import manual
-
-MAX_DISAGREEMENT_M = 0.02
 
 
 def camera_groups(root: pathlib.Path, error) -> dict[str, list[tuple[str, np.ndarray]]]:
@@ -62,17 +59,3 @@ def windows(entries, cameras, t: int, keep) -> list[list[int]]:
   common = set.intersection(*(listed.get(seq, set()) for seq, _ in cameras))
   frames = [f for f in sorted(common) if all(keep(seq, f) for seq, _ in cameras)]
   return manual.clips_of(frames, t)
-
-
-def world_joints(joints_cv: np.ndarray, T_world_cam: np.ndarray, where: str, error):
-  """[v, 21, 3] per-camera OpenCV joints -> their mean in the common frame, checked."""
-  world = joints_cv @ np.swapaxes(T_world_cam[:, :3, :3], -1, -2) + T_world_cam[:, None, :3, 3]
-  mean = world.mean(0)
-  spread = np.linalg.norm(world - mean, axis=-1).max()
-  if spread > MAX_DISAGREEMENT_M:
-    raise error(
-      f"HO3D: the cameras of {where} disagree by {spread * 1000:.0f} mm in the common frame: "
-      "its trans_*.txt do not map these cameras' labels together (or the frames are not "
-      "simultaneous)"
-    )
-  return mean

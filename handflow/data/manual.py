@@ -165,6 +165,33 @@ def geometry(K, T_cam_world, xyz, size_hw) -> dict:
   return {"K": f32(K), "T_cam_world": f32(T), "xyz": f32(xyz), "uv": f32(uv), "visible": inside}
 
 
+MAX_DISAGREEMENT_M = 0.02
+
+
+def fuse_views(joints_cam, T_world_cam, where: str, dataset: str, error=ManualDataError):
+  """[v, 21, 3] one frame's joints labelled in each camera's frame -> their mean [21, 3] in
+  the world. The cameras must agree there: a spread beyond MAX_DISAGREEMENT_M means extrinsics
+  read in the wrong direction (or frames that are not simultaneous), and is an error."""
+  T = np.asarray(T_world_cam, np.float64)
+  world = np.asarray(joints_cam) @ np.swapaxes(T[:, :3, :3], -1, -2) + T[:, None, :3, 3]
+  mean = world.mean(0)
+  spread = np.linalg.norm(world - mean, axis=-1).max()
+  if spread > MAX_DISAGREEMENT_M:
+    raise error(
+      f"{dataset}: the cameras of {where} disagree by {spread * 1000:.0f} mm in the world "
+      "frame: the extrinsics do not map their labels together (or the frames are not "
+      "simultaneous)"
+    )
+  return mean
+
+
+def make_builder(cls, config, data_dir: str | None = None):
+  """A builder of `config`: TFDS refuses a custom config named like a registered one, so
+  registered configs are passed by name."""
+  registered = {c.name for c in cls.BUILDER_CONFIGS}
+  return cls(config=config.name if config.name in registered else config, data_dir=data_dir or None)
+
+
 def rigid(R=None, t=None) -> np.ndarray:
   """The 4 x 4 matrix [R t; 0 1] (identity where not given)."""
   T = np.eye(4)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
-from handflow.data import synthetic
+from handflow.data import manual, synthetic
 
 SPLIT_SEEDS = {"train": 1, "validation": 2, "test": 3}
 
@@ -115,11 +115,7 @@ class SyntheticHands(tfds.core.GeneratorBasedBuilder):
 
 
 def builder(config: SyntheticHandsConfig, data_dir: str | None = None) -> SyntheticHands:
-  # TFDS refuses a custom config named like a registered one: pass registered ones by name.
-  registered = {c.name for c in SyntheticHands.BUILDER_CONFIGS}
-  return SyntheticHands(
-    config=config.name if config.name in registered else config, data_dir=data_dir or None
-  )
+  return manual.make_builder(SyntheticHands, config, data_dir)
 
 
 def config_from(data_config) -> SyntheticHandsConfig:

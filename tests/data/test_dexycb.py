@@ -18,7 +18,7 @@ SEQUENCES, FRAMES = 5, 3
 UNLABELLED = (1, 2)  # (sequence, frame) whose joints are all -1
 
 
-def write_fixture(root: pathlib.Path, seed: int = 0) -> pathlib.Path:
+def write_fixture(root: pathlib.Path, seed: int = 0, wrong_direction=False) -> pathlib.Path:
   rng = np.random.default_rng(seed)
   calib = root / "calibration"
   eyes = rng.normal(size=(8, 3))
@@ -32,7 +32,8 @@ def write_fixture(root: pathlib.Path, seed: int = 0) -> pathlib.Path:
     K[serial] = np.array([[fx, 0, 320.0 + c], [0, fx, 240.0 - c], [0, 0, 1]])
     color = {"fx": fx, "fy": fx, "ppx": 320.0 + c, "ppy": 240.0 - c}
     (calib / "intrinsics" / f"{serial}_640x480.yml").write_text(yaml.safe_dump({"color": color}))
-  extr = {s: T_world_cam[c, :3].reshape(-1).tolist() for c, s in enumerate(dexycb.SERIALS)}
+  stored = T_cam_world if wrong_direction else T_world_cam  # the toolkit's: camera -> world
+  extr = {s: stored[c, :3].reshape(-1).tolist() for c, s in enumerate(dexycb.SERIALS)}
   (calib / "extrinsics_20200820_000000").mkdir()
   (calib / "extrinsics_20200820_000000" / "extrinsics.yml").write_text(
     yaml.safe_dump({"extrinsics": extr, "master": dexycb.SERIALS[0]})
@@ -187,3 +188,9 @@ def test_truncated_labels_and_malformed_yaml_are_named(tmp_path):
   (root / SUBJECT / "20200820_100003" / "meta.yml").write_text("serials: [1, 2\nnum_frames: 3")
   with pytest.raises(dexycb.DexycbError, match="malformed YAML in .*20200820_100003/meta.yml"):
     prepare.prepare(_config(root, tmp_path / "tfds2"))
+
+
+def test_extrinsics_in_the_wrong_direction_are_refused(tmp_path):
+  root = write_fixture(tmp_path / "DexYCB", wrong_direction=True)
+  with pytest.raises(dexycb.DexycbError, match="disagree by"):
+    prepare.prepare(_config(root, tmp_path / "tfds"))
