@@ -11,10 +11,13 @@ of T frames x V views, so every method and the pipeline run on it unchanged:
   xyz      [t, 21, 3]              world keypoints, metres, OpenPose order
   uv       [t, v, 21, 2]           their projections; `visible` [t, v, 21]: inside the image
   uv_pl, conf                      2D pseudo-labels in OpenPose JSON, where the user has them
-  verts    [t, 778, 3]             world MANO vertices, where the dataset (or a MANO file) has them
+  verts    [t, 778, 3]             world MANO vertices, where the dataset (or a MANO file) has them;
+  has_verts [t]                    which frames have one
 
 Every file is checked as it is read; the first missing or malformed one is named in a
-`ManualDataError`. Builders read one example at a time, so nothing is held beyond one clip.
+`ManualDataError`. Builders read one example at a time, so nothing is held beyond one clip
+(`iter_json_array` streams the files too big to load). Multi-view labels are fused into the
+world frame by `fuse_views`, which refuses cameras that disagree.
 """
 
 from __future__ import annotations
