@@ -134,6 +134,21 @@ def _key(doc: dict, key: str, path):
   return doc[key]
 
 
+def side_of(meta: dict, path) -> str:
+  """The sequence's hand, "right" or "left" (meta.yml `mano_sides`: one entry)."""
+  sides = _key(meta, "mano_sides", path)
+  if not isinstance(sides, list) or len(sides) != 1 or sides[0] not in ("right", "left"):
+    raise DexycbError(f"DexYCB: {path}: 'mano_sides' must be ['right'] or ['left'], got {sides}")
+  return sides[0]
+
+
+def num_frames(meta: dict, path) -> int:
+  n = _key(meta, "num_frames", path)
+  if not isinstance(n, int) or n < 1:
+    raise DexycbError(f"DexYCB: {path}: 'num_frames' must be a positive integer, got {n!r}")
+  return n
+
+
 def intrinsics(root: pathlib.Path, serial: str) -> np.ndarray:
   path = root / "calibration" / "intrinsics" / f"{serial}_{WIDTH}x{HEIGHT}.yml"
   color = _key(_yaml(path), "color", path)
@@ -297,7 +312,7 @@ class Dexycb(tfds.core.GeneratorBasedBuilder):
         seq = f"{subject}/{sequences[subject][qi]}"
         meta_path = root / seq / "meta.yml"
         meta = _yaml(meta_path)
-        side = _key(meta, "mano_sides", meta_path)[0]
+        side = side_of(meta, meta_path)
         if cfg.hands == "right" and side != "right":
           continue
         serials = [SERIALS[c] for c in camera_ids]
@@ -306,9 +321,7 @@ class Dexycb(tfds.core.GeneratorBasedBuilder):
           raise DexycbError(f"DexYCB: {meta_path} does not list cameras {missing}")
         groups = [serials] if cfg.multiview else [[s] for s in serials]
         for group in groups:
-          for window in _clips(
-            root, seq, group[0], int(_key(meta, "num_frames", meta_path)), cfg.frames
-          ):
+          for window in _clips(root, seq, group[0], num_frames(meta, meta_path), cfg.frames):
             ex = read_clip(root, seq, meta, group, window, cfg.multiview, cfg.mano_dir)
             yield (
               f"{seq}/{'+'.join(group) if cfg.multiview else group[0]}/{window[0]:06d}",
@@ -317,10 +330,10 @@ class Dexycb(tfds.core.GeneratorBasedBuilder):
             clip_id += 1
 
 
-def _clips(root, seq, serial, num_frames, t):
+def _clips(root, seq, serial, count, t):
   """Windows of t consecutive labelled frames (read from one camera: labels are per frame)."""
   labelled = [
-    f for f in range(num_frames) if valid(read_labels(root / seq / serial / f"labels_{f:06d}.npz"))
+    f for f in range(count) if valid(read_labels(root / seq / serial / f"labels_{f:06d}.npz"))
   ]
   return manual.clips_of(labelled, t)
 
@@ -365,10 +378,10 @@ def read_clip(root, seq, meta, serials, frames, multiview, mano_dir) -> dict:
     "uv_pl": np.asarray(uv_pl, np.float32).reshape(t, v, 21, 2),
     "conf": np.asarray(conf, np.float32).reshape(t, v, 21),
     "serials": np.asarray(serials, dtype=object),
-    "is_left": _key(meta, "mano_sides", meta_path)[0] == "left",
+    "is_left": side_of(meta, meta_path) == "left",
   }
   if mano_dir:
-    side = _key(meta, "mano_sides", meta_path)[0]
+    side = side_of(meta, meta_path)
     pose = np.asarray(poses)
     b = betas(root, str(_key(meta, "mano_calib", meta_path)[0]))
     cam = manual.mano_vertices(

@@ -14,8 +14,7 @@ Per example (a clip [t, v, ...]):
 Batches are [b, t, v, ...] with b = per-host batch size; evaluation pads the last batch with
 `mask = 0` samples and gives every host the same number of batches. Ground truth (`xyz`, `uv`,
 `visible`, and `verts` [t, n, 3] / `has_verts` [t], the ground-truth mesh where the dataset has
-one) is only
-included for evaluation, or when `config.data.supervised` is set.
+one) is only included for evaluation, or when `config.data.supervised` is set.
 """
 
 from __future__ import annotations

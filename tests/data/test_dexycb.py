@@ -194,3 +194,12 @@ def test_extrinsics_in_the_wrong_direction_are_refused(tmp_path):
   root = write_fixture(tmp_path / "DexYCB", wrong_direction=True)
   with pytest.raises(dexycb.DexycbError, match="disagree by"):
     prepare.prepare(_config(root, tmp_path / "tfds"))
+
+
+def test_bad_meta_values_are_named(tmp_path):
+  root = write_fixture(tmp_path / "DexYCB")
+  path = root / SUBJECT / "20200820_100001" / "meta.yml"
+  meta = yaml.safe_load(path.read_text())
+  path.write_text(yaml.safe_dump({**meta, "mano_sides": []}))
+  with pytest.raises(dexycb.DexycbError, match="20200820_100001/meta.yml: 'mano_sides'"):
+    prepare.prepare(_config(root, tmp_path / "tfds"))
