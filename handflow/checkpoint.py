@@ -1,21 +1,30 @@
 """Checkpoints: the only module that talks to orbax.
 
   ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=3)
-  ckpt.save(step, state, meta={"data_position": ...})     # async; ckpt.wait() to block
-  restored = ckpt.restore_latest(abstract_state)          # None when there is no checkpoint
+  ckpt.save(step, state, params, meta={"data_position": ...})   # async; ckpt.wait() to block
+  restored = ckpt.restore_latest(abstract_state)                # None when there is no checkpoint
+  params = ckpt.restore_params(step, abstract_params)           # the params item alone
+  tree = ckpt.restore_params(step)                              # ... as saved, any model
 
-`state` is any pytree of arrays (params, optimiser state, step, RNG key data); `meta` is a
-JSON-able dict (data position, config hash). `abstract_state` is a pytree of
-jax.ShapeDtypeStruct carrying the shardings to restore onto, so a run restores onto a different
-mesh than the one that saved. A checkpoint that cannot be read is reported by path, never
-silently replaced by a fresh start.
+Each step holds three items: `state` (everything resuming needs: parameters, optimiser state,
+the method's extra state, step, RNG key data), `params` (what evaluation, prediction and
+fine-tuning read: {"params": the parameters (the EMA when the run keeps one), "extra": the
+method's extra state}) and `meta` (JSON: data position, preemption flag). Reading `params` alone
+needs neither the optimiser nor the training state's structure, and reading it without a target
+(`restore_params(step)`) gives the tree as saved, so another model can take what fits
+(`handflow.finetune`). `abstract_*` are pytrees of jax.ShapeDtypeStruct carrying the shardings
+to restore onto, so a run restores onto a different mesh than the one that saved. A checkpoint
+that cannot be read is reported by path, never silently replaced by a fresh start.
 """
 
 from __future__ import annotations
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+
+ITEMS = ("state", "params", "meta")
 
 
 class CheckpointError(RuntimeError):
@@ -42,9 +51,7 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, save_interval_steps=1, create=True
     )
-    self._manager = ocp.CheckpointManager(
-      self.directory, options=options, item_names=("state", "meta")
-    )
+    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -52,31 +59,35 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
-  def save(self, step: int, state, meta: dict | None = None, *, force: bool = False) -> bool:
+  def save(
+    self, step: int, state, params, meta: dict | None = None, *, force: bool = False
+  ) -> bool:
     """Saves (asynchronously) every `save_interval_steps` steps, or when `force`d; returns
     whether it did."""
     if not force and step % self.every:
       return False
     args = ocp.args.Composite(
-      state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta or {})
+      state=ocp.args.StandardSave(state),
+      params=ocp.args.StandardSave(params),
+      meta=ocp.args.JsonSave(meta or {}),
     )
     return self._manager.save(int(step), args=args, force=force)
 
   def wait(self):
     self._manager.wait_until_finished()
 
-  def restore(self, step: int, abstract_state):
-    """(state, meta) of `step`, onto the shardings in `abstract_state`."""
+  def _restore(self, step: int, **items):
     path = self.directory / str(step)
     try:
-      out = self._manager.restore(
-        int(step),
-        args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
-        ),
-      )
+      return self._manager.restore(int(step), args=ocp.args.Composite(**items))
     except Exception as e:
       raise CheckpointError(f"checkpoint {path} cannot be restored: {type(e).__name__}: {e}") from e
+
+  def restore(self, step: int, abstract_state):
+    """(state, meta) of `step`, onto the shardings in `abstract_state`."""
+    out = self._restore(
+      step, state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+    )
     return out["state"], dict(out["meta"] or {})
 
   def restore_latest(self, abstract_state):
@@ -86,6 +97,27 @@ class Checkpointer:
       return None
     state, meta = self.restore(step, abstract_state)
     return step, state, meta
+
+  def restore_params(self, step: int, abstract_params=None):
+    """The `params` item of `step`: onto `abstract_params`'s shardings, or, without it, as saved
+    (NumPy arrays on the host: the structure is the saving model's)."""
+    if abstract_params is None:
+      try:
+        meta = self._manager.item_metadata(int(step))["params"]
+      except Exception as e:
+        raise CheckpointError(
+          f"checkpoint {self.directory / str(step)} has no readable 'params' item "
+          f"({type(e).__name__}: {e}); it was written before handflow saved one: retrain"
+        ) from e
+      meta = getattr(meta, "tree", meta)
+      # The saving run's shardings may not exist here: one local device, then the host.
+      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      abstract = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), meta
+      )
+      out = self._restore(step, params=ocp.args.StandardRestore(abstract))["params"]
+      return jax.tree.map(np.asarray, out)
+    return self._restore(step, params=ocp.args.StandardRestore(abstract_params))["params"]
 
   def close(self):
     self._manager.wait_until_finished()

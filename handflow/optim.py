@@ -1,18 +1,42 @@
-"""Optimisers from config: AdamW with warm-up + cosine decay, clipping, weight-decay masks, EMA.
+"""Optimisers from config: AdamW or SGD with warm-up + cosine decay, clipping, parameter groups.
 
-  tx = make_optimizer(config.optim, num_steps)
+  tx = make_optimizer(config.optim, num_steps, params, labels)
 
-config.optim keys: name ("adamw" | "sgd"), learning_rate, weight_decay, schedule ("cosine" |
-"constant"), warmup_steps, end_factor (final / peak learning rate, cosine only), grad_clip
-(global-norm clipping, 0 = off), b1, b2, eps, momentum (sgd), ema_decay (0 = no EMA; the train
-state then keeps no EMA copy).
+`params` (concrete or abstract) and `labels` (the method's `param_labels(params)`, a string per
+leaf) are what parameter groups select from. A leaf is named by its path ("stage1/backbone/
+conv_init/kernel", `finetune.path_name`); a group pattern selects a leaf when it fully matches
+(`re.fullmatch`) its path or its label.
+
+config.optim keys:
+- name ("adamw" | "sgd"), learning_rate, schedule ("cosine" | "constant"), warmup_steps,
+  end_factor (final / peak learning rate, cosine only), grad_clip (global norm over the trained
+  leaves, 0 = off), b1, b2, eps, momentum (sgd);
+- weight_decay, and `no_decay` (patterns): decoupled weight decay applies to leaves with
+  ndim >= 2 that match no `no_decay` pattern (biases and norm scales never decay);
+- `lr_mults`: [(pattern, multiplier), ...], the first matching pattern wins; the multiplier
+  scales the leaf's whole update (weight decay included), so 0.1 moves it ten times less;
+- `frozen`: patterns of leaves that never move. They carry no optimiser state (optax
+  `multi_transform` with `set_to_zero`) and do not count towards the clipping norm;
+- `layer_decay` {rate, num_layers, layer (a regex with one group: the block index), embed (a
+  regex)}: layer-wise learning-rate decay (BEiT): block i is scaled by rate^(num_layers - i),
+  embedding leaves by rate^(num_layers + 1), the rest (heads) by 1; rate 1 or absent = off.
+  It multiplies with `lr_mults`;
+- ema_decay (0 = no EMA; the train state then keeps no EMA copy): the loop's Polyak average of
+  the parameters, evaluated and exported instead of the raw parameters. A method whose
+  objective needs a teacher keeps it in its own `extra` state with its own schedule.
+
+With no groups, the optimiser is exactly optax.adamw / optax.sgd (same numerics).
 """
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import optax
+
+from handflow import finetune
 
 
 class OptimConfigError(ValueError):
@@ -38,14 +62,90 @@ def schedule(cfg, num_steps: int) -> optax.Schedule:
   raise OptimConfigError(f"optim.schedule = '{kind}': expected 'cosine' or 'constant'")
 
 
-def decay_mask(params):
-  """Weight decay on matrices and kernels (ndim >= 2), not on biases and norm scales."""
-  return jax.tree.map(lambda x: jnp.ndim(x) >= 2, params)
+def _compile(patterns, key):
+  out = []
+  for p in patterns or ():
+    try:
+      out.append(re.compile(p))
+    except re.error as e:
+      raise OptimConfigError(f"optim.{key}: '{p}' is not a regular expression ({e})") from e
+  return out
 
 
-def make_optimizer(cfg, num_steps: int) -> optax.GradientTransformation:
+def _matches(pattern, name, label) -> bool:
+  return bool(pattern.fullmatch(name) or (label is not None and pattern.fullmatch(str(label))))
+
+
+def leaf_groups(cfg, params, labels=None):
+  """Per leaf: (name, multiplier, frozen, decays), as trees with the structure of `params`."""
+  names = finetune.paths(params)
+  labels = jax.tree.map(lambda _: None, params) if labels is None else labels
+  mults = []
+  for raw, m in cfg.get("lr_mults", ()) or ():
+    if float(m) < 0:
+      raise OptimConfigError(f"optim.lr_mults: multiplier {m} for '{raw}' must be >= 0")
+    mults.append((_compile([raw], "lr_mults")[0], float(m)))
+  frozen = _compile(cfg.get("frozen", ()), "frozen")
+  no_decay = _compile(cfg.get("no_decay", ()), "no_decay")
+  ld = cfg.get("layer_decay", None) or {}
+  rate = float(ld.get("rate", 1.0)) if ld else 1.0
+  layer_re = re.compile(ld.get("layer", r"$^")) if rate != 1.0 else None
+  embed_re = re.compile(ld.get("embed", r"$^")) if rate != 1.0 else None
+  n_layers = int(ld.get("num_layers", 0)) if ld else 0
+
+  def mult(name, label):
+    m = next((v for p, v in mults if _matches(p, name, label)), 1.0)
+    if layer_re is not None:
+      hit = layer_re.search(name)
+      if hit:
+        m *= rate ** (n_layers - int(hit.group(1)))
+      elif embed_re.search(name):
+        m *= rate ** (n_layers + 1)
+    return m
+
+  mult_tree = jax.tree.map(mult, names, labels)
+  frozen_tree = jax.tree.map(
+    lambda n, lab, m: m == 0.0 or any(_matches(p, n, lab) for p in frozen), names, labels, mult_tree
+  )
+  decay_tree = jax.tree.map(
+    lambda x, n: jnp.ndim(x) >= 2 and not any(p.search(n) for p in no_decay), params, names
+  )
+  return names, mult_tree, frozen_tree, decay_tree
+
+
+def describe(cfg, params, labels=None) -> str:
+  """One line: how many leaves each group holds ("" when there are no groups)."""
+  _, mults, frozen, _ = leaf_groups(cfg, params, labels)
+  m, f = jax.tree.leaves(mults), jax.tree.leaves(frozen)
+  n_frozen = sum(f)
+  scaled = sum(1 for x, fr in zip(m, f, strict=True) if not fr and x != 1.0)
+  if not n_frozen and not scaled:
+    return ""
+  return (
+    f"optimiser groups: {n_frozen} of {len(f)} parameter arrays frozen, {scaled} with a "
+    f"learning-rate multiplier (min {min(m):.3g}, max {max(m):.3g})"
+  )
+
+
+def _scale_by_tree(mults) -> optax.GradientTransformation:
+  def update(updates, state, params=None):
+    del params
+    masked = lambda x: isinstance(x, optax.MaskedNode)  # a frozen leaf inside multi_transform
+    scaled = jax.tree.map(lambda u, m: u if masked(u) else u * m, updates, mults, is_leaf=masked)
+    return scaled, state
+
+  return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+
+
+def make_optimizer(cfg, num_steps: int, params=None, labels=None) -> optax.GradientTransformation:
   sched = schedule(cfg, num_steps)
   name = cfg.get("name", "adamw")
+  if params is None:
+    params_free = True
+    mults = frozen = decay = None
+  else:
+    params_free = False
+    _, mults, frozen, decay = leaf_groups(cfg, params, labels)
   if name == "adamw":
     opt = optax.adamw(
       sched,
@@ -53,16 +153,29 @@ def make_optimizer(cfg, num_steps: int) -> optax.GradientTransformation:
       b2=float(cfg.get("b2", 0.999)),
       eps=float(cfg.get("eps", 1e-8)),
       weight_decay=float(cfg.weight_decay),
-      mask=decay_mask,
+      mask=(lambda p: jax.tree.map(lambda x: jnp.ndim(x) >= 2, p)) if params_free else decay,
     )
   elif name == "sgd":
     opt = optax.sgd(sched, momentum=float(cfg.get("momentum", 0.9)) or None)
   else:
     raise OptimConfigError(f"optim.name = '{name}': expected 'adamw' or 'sgd'")
+  parts = []
   clip = float(cfg.get("grad_clip", 0.0))
-  return optax.chain(optax.clip_by_global_norm(clip), opt) if clip > 0 else opt
+  if clip > 0:
+    parts.append(optax.clip_by_global_norm(clip))
+  parts.append(opt)
+  if not params_free and any(m != 1.0 for m in jax.tree.leaves(mults)):
+    parts.append(_scale_by_tree(mults))
+  tx = optax.chain(*parts) if len(parts) > 1 else opt
+  if not params_free and any(jax.tree.leaves(frozen)):
+    if all(jax.tree.leaves(frozen)):
+      raise OptimConfigError("optim.frozen / lr_mults freeze every parameter: nothing would train")
+    labels_tf = jax.tree.map(lambda f: "frozen" if f else "train", frozen)
+    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels_tf)
+  return tx
 
 
-def ema_update(ema, params, decay: float):
-  """Exponential moving average of parameters: decay * ema + (1 - decay) * params."""
+def ema_update(ema, params, decay):
+  """Exponential moving average of parameters: decay * ema + (1 - decay) * params (`decay` may
+  be a traced scalar: a momentum schedule)."""
   return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)

@@ -1,23 +1,33 @@
 """The method-agnostic training loop.
 
-  state = train_and_evaluate(config, workdir, method, train_batches, eval_batches)
+  state = train_and_evaluate(config, workdir, method, train_batches, evaluate=None)
 
+`method` implements `handflow.methods.base.Method`; the loop never imports a method.
 `train_batches(start_step)` returns an iterator of per-host NumPy batches beginning at global
-step `start_step` (the data position restored from a checkpoint); `eval_batches()` returns one
-padded pass over the evaluation split (mask = 0 on padding) or is None.
+step `start_step` (the data position restored from a checkpoint); `evaluate(params, extra)`
+returns a dict of metrics (the entry, `handflow.modes`, runs the config's evaluators on the
+validation split) or is None. Training-time evaluation never sees the test split.
 
 Resume order: a checkpoint in `workdir/checkpoints` -> `config.resume` (a checkpoint directory:
-the whole state) -> `config.init_from` (a checkpoint directory: parameters only) -> from
-scratch. A checkpoint that cannot be read stops the run with its path; the run never silently
-starts over.
+the whole state) -> `config.init_from.workdir` (a run or checkpoint directory: its saved
+parameters, loaded into this method's tree by `method.load_pretrained`, see
+`handflow.finetune`; step, optimiser, extra state and RNG start afresh) -> from scratch. A
+checkpoint that cannot be read stops the run with its path; the run never silently starts over.
 
 One step is one jitted, pure `(state, batch) -> (state, metrics)` with the state donated and
 sharded on a mesh (`config.mesh`, default all devices on "data"); the RNG is folded with the
-step. A non-finite loss or gradient skips the update (the batch is consumed), is counted and
-logged, and the run stops with a message after `config.max_nonfinite` in a row. SIGTERM
-(preemption) saves a checkpoint at the end of the current step and returns.
+step. The step computes `method.loss_fn(params, extra, batch, rng, step)`, applies the update,
+then `method.update_extra(extra, new_params, aux, step)`. A non-finite loss or gradient skips
+the whole update (parameters, optimiser, extra and EMA keep their values; the batch is
+consumed), is counted and logged, and the run stops with a message after `config.max_nonfinite`
+in a row. SIGTERM (preemption) saves a checkpoint at the end of the current step and returns.
 `config.compute_dtype = "bfloat16"` computes the loss in bfloat16 (TPU); `config.profile =
 {"start": s, "steps": n}` writes a profiler trace of steps s .. s+n-1 to `workdir/profile`.
+
+Shardings: parameters per `config.param_sharding` (`sharding.param_shardings`); the optimiser
+state's parameter-shaped parts take their parameter's sharding (`optax.tree_map_params` over
+the optimiser's own structure), its counters are replicated; the extra state follows the same
+per-leaf rule as the parameters.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ import dataclasses
 import functools
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +45,6 @@ import optax
 from etils import epath
 
 from handflow import checkpoint, optim, sharding, writers
-from handflow.eval import metrics as eval_metrics
 
 
 class NonFiniteError(RuntimeError):
@@ -44,7 +53,7 @@ class NonFiniteError(RuntimeError):
 
 @functools.partial(
   jax.tree_util.register_dataclass,
-  data_fields=["step", "params", "opt_state", "rng", "ema", "nonfinite", "skipped"],
+  data_fields=["step", "params", "opt_state", "extra", "rng", "ema", "nonfinite", "skipped"],
   meta_fields=[],
 )
 @dataclasses.dataclass(frozen=True)
@@ -52,21 +61,46 @@ class TrainState:
   step: jax.Array  # [] int32: updates attempted (= batches consumed)
   params: object
   opt_state: object
+  extra: object  # the method's untrained state (EMA teacher, centers, ...), {} when none
   rng: jax.Array  # [2] uint32 key data (checkpointable)
-  ema: object  # EMA of params, or None
+  ema: object  # the loop's EMA of params (config.optim.ema_decay), or None
   nonfinite: jax.Array  # [] int32: non-finite steps in a row
   skipped: jax.Array  # [] int32: non-finite steps in total
+
+  @property
+  def eval_params(self):
+    """What evaluation, prediction and export use: the EMA when the run keeps one."""
+    return self.params if self.ema is None else self.ema
+
+  def export(self):
+    """The checkpoint's `params` item."""
+    out = {"params": self.eval_params}
+    if jax.tree.leaves(self.extra):
+      out["extra"] = self.extra
+    return out
+
+
+def abstract_init(method, rng, batch):
+  """(params, extra) of `method` as ShapeDtypeStructs: no compute, no memory."""
+  return jax.eval_shape(method.init, rng, batch)
+
+
+def make_optimizer(config, method, abstract_params):
+  """The optimiser with the config's parameter groups over the method's labels."""
+  labels = method.param_labels(abstract_params)
+  return optim.make_optimizer(config.optim, config.num_steps, abstract_params, labels)
 
 
 def create_train_state(method, tx, rng, batch, mesh, param_mode: str, ema: bool):
   """The initial state, created already sharded (jitted init with out_shardings)."""
 
   def init(rng):
-    params = method.init_params(rng, batch)
+    params, extra = method.init(rng, batch)
     return TrainState(
       step=jnp.zeros((), jnp.int32),
       params=params,
       opt_state=tx.init(params),
+      extra=extra,
       rng=jax.random.key_data(jax.random.fold_in(rng, 1)),
       ema=params if ema else None,
       nonfinite=jnp.zeros((), jnp.int32),
@@ -74,23 +108,36 @@ def create_train_state(method, tx, rng, batch, mesh, param_mode: str, ema: bool)
     )
 
   abstract = jax.eval_shape(init, rng)
-  shardings = state_shardings(abstract, mesh, param_mode)
+  shardings = state_shardings(abstract, tx, mesh, param_mode)
   return jax.jit(init, out_shardings=shardings)(rng), shardings
 
 
-def state_shardings(abstract_state: TrainState, mesh, param_mode: str):
-  """Parameters (and their EMA and optimiser moments) per `param_mode`; scalars replicated."""
+def state_shardings(abstract_state: TrainState, tx, mesh, param_mode: str):
+  """Parameters (and their EMA) per `param_mode`; the optimiser's parameter-shaped parts as
+  their parameters (ZeRO-style under fsdp); the extra state by the same per-leaf rule;
+  counters replicated."""
   p = sharding.param_shardings(abstract_state.params, mesh, param_mode)
-  by_shape = {}
-  for leaf, s in zip(jax.tree.leaves(abstract_state.params), jax.tree.leaves(p), strict=True):
-    by_shape.setdefault(tuple(leaf.shape), s)
   rep = sharding.replicated(mesh)
-  # Optimiser moments mirror the parameters' shapes: shard them alike (ZeRO-style).
-  opt = jax.tree.map(lambda x: by_shape.get(tuple(x.shape), rep), abstract_state.opt_state)
+  opt = optax.tree_map_params(
+    tx,
+    lambda _, s: s,
+    abstract_state.opt_state,
+    p,
+    transform_non_params=lambda _: rep,
+    is_leaf=lambda x: isinstance(x, optax.MaskedNode),
+  )
+  # multi_transform's masked inner states hold MaskedNode where a group has no leaf.
+  opt = jax.tree.map(
+    lambda s, x: rep if not hasattr(x, "shape") else s,
+    opt,
+    abstract_state.opt_state,
+    is_leaf=lambda x: isinstance(x, jax.sharding.Sharding | optax.MaskedNode),
+  )
   return TrainState(
     step=rep,
     params=p,
     opt_state=opt,
+    extra=sharding.param_shardings(abstract_state.extra, mesh, param_mode),
     rng=rep,
     ema=None if abstract_state.ema is None else p,
     nonfinite=rep,
@@ -109,22 +156,25 @@ def make_train_step(
 ):
   """The jitted step; donates the state.
 
-  compute_dtype "bfloat16" (for TPUs): the loss is computed on bfloat16 copies of the parameters
-  and of the batch's float arrays; parameters, gradients and optimiser state stay float32.
+  compute_dtype "bfloat16" (for TPUs): the loss is computed on bfloat16 copies of the parameters,
+  the extra state and the batch's float arrays; parameters, gradients and optimiser state stay
+  float32.
   """
   if compute_dtype not in ("float32", "bfloat16"):
     raise ValueError(f"config.compute_dtype = '{compute_dtype}': expected float32 or bfloat16")
   dtype = jnp.dtype(compute_dtype)
 
-  def loss_fn(params, batch, rng):
+  def loss_fn(params, extra, batch, rng, step):
     if dtype == jnp.float32:
-      return method.loss_fn(params, batch, rng)
-    loss, aux = method.loss_fn(_cast_floats(params, dtype), _cast_floats(batch, dtype), rng)
+      return method.loss_fn(params, extra, batch, rng, step)
+    cast = lambda t: _cast_floats(t, dtype)
+    loss, aux = method.loss_fn(cast(params), cast(extra), cast(batch), rng, step)
     return loss.astype(jnp.float32), _cast_floats(aux, jnp.float32)
 
   def step_fn(state: TrainState, batch):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, (metrics, aux)), grads = grad_fn(state.params, state.extra, batch, rng, state.step)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     # Non-finite gradients would poison the optimiser state even if unused: zero them first.
@@ -134,6 +184,7 @@ def make_train_step(
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     params = keep(params, state.params)
     opt_state = keep(opt_state, state.opt_state)
+    extra = keep(method.update_extra(state.extra, params, aux, state.step), state.extra)
     ema = state.ema
     if ema is not None:
       ema = keep(optim.ema_update(ema, params, ema_decay), ema)
@@ -141,6 +192,7 @@ def make_train_step(
       step=state.step + 1,
       params=params,
       opt_state=opt_state,
+      extra=extra,
       rng=state.rng,
       ema=ema,
       nonfinite=jnp.where(finite, 0, state.nonfinite + 1),
@@ -151,7 +203,7 @@ def make_train_step(
       "grad_norm": grad_norm,
       "nonfinite": new.nonfinite,
       "skipped": new.skipped,
-      **aux,
+      **metrics,
     }
     return new, out
 
@@ -161,22 +213,6 @@ def make_train_step(
     out_shardings=(shardings, sharding.replicated(mesh)),
     donate_argnums=0,
   )
-
-
-def make_eval_stats(method, mesh):
-  """The jitted per-batch statistics (built once per run: one compilation)."""
-  return jax.jit(method.eval_stats, out_shardings=sharding.replicated(mesh))
-
-
-def evaluate(stats_fn, params, eval_batches: Callable[[], Iterator[dict]], mesh) -> dict:
-  """Exact dataset metrics: Stats summed over batches (padding masked) and hosts."""
-  total = None
-  for local in eval_batches():
-    s = stats_fn(params, sharding.global_batch(local, mesh))
-    total = s if total is None else total + s
-  if total is None:
-    return {}
-  return eval_metrics.finalize(jax.device_get(total))
 
 
 class _Preemption:
@@ -201,33 +237,72 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._old)
 
 
-def _restore(config, ckpt, abstract, fresh: TrainState):
+def init_from_config(config) -> dict:
+  """config.init_from as a dict: a bare string is the workdir."""
+  raw = config.get("init_from", "") or ""
+  if isinstance(raw, str):
+    return {"workdir": raw} if raw else {}
+  cfg = dict(raw)
+  return cfg if cfg.get("workdir") else {}
+
+
+def checkpoint_dir(path) -> epath.Path:
+  """A run's workdir or its checkpoint directory -> the checkpoint directory."""
+  path = epath.Path(path)
+  return path / "checkpoints" if (path / "checkpoints").exists() else path
+
+
+def load_pretrained(config, method, params):
+  """(params with config.init_from's tree put in, report) — see `handflow.finetune`."""
+  cfg = init_from_config(config)
+  other = checkpoint.Checkpointer(checkpoint_dir(cfg["workdir"]))
+  step = int(cfg.get("step", -1))
+  step = other.latest_step() if step < 0 else step
+  if step is None or step not in other.all_steps():
+    raise checkpoint.CheckpointError(
+      f"config.init_from = {cfg['workdir']}: no checkpoint{'' if step is None else f' {step}'} there"
+    )
+  saved = other.restore_params(step)
+  tree = saved
+  for key in str(cfg.get("tree", "params")).split("/"):
+    if not isinstance(tree, dict) or key not in tree:
+      raise checkpoint.CheckpointError(
+        f"config.init_from.tree = '{cfg.get('tree')}': checkpoint {other.directory / str(step)} "
+        f"has no '{key}' (it has {sorted(tree) if isinstance(tree, dict) else type(tree)})"
+      )
+    tree = tree[key]
+  host = jax.device_get(params)
+  new, report = method.load_pretrained(host, tree, cfg)
+  report.source = f"{other.directory / str(step)}:{cfg.get('tree', 'params')}"
+  return new, report
+
+
+def _restore(config, method, ckpt, abstract, fresh: TrainState, shardings: TrainState):
   """Resume order: workdir checkpoint -> config.resume (whole state) -> config.init_from
-  (parameters only: step, optimiser state and RNG start afresh) -> None (from scratch)."""
+  (parameters into this model; everything else starts afresh) -> None (from scratch)."""
   found = ckpt.restore_latest(abstract)
   if found is not None:
     return found
-  for key in ("resume", "init_from"):
-    path = config.get(key, "")
-    if not path:
-      continue
-    other = checkpoint.Checkpointer(path)
+  path = config.get("resume", "")
+  if path:
+    other = checkpoint.Checkpointer(checkpoint_dir(path))
     if other.latest_step() is None:
-      raise checkpoint.CheckpointError(f"config.{key} = {path}: no checkpoint there")
-    step, state, meta = other.restore_latest(abstract)
-    if key == "resume":
-      return step, state, meta
-    params = state.params
+      raise checkpoint.CheckpointError(f"config.resume = {path}: no checkpoint there")
+    return other.restore_latest(abstract)
+  if init_from_config(config):
+    params, report = load_pretrained(config, method, fresh.params)
+    if jax.process_index() == 0:
+      print(f"handflow: {report.line()}", flush=True)
+    params = jax.device_put(params, shardings.params)
     ema = None if fresh.ema is None else params
     return 0, dataclasses.replace(fresh, params=params, ema=ema), {}
   return None
 
 
-def train_and_evaluate(config, workdir, method, train_batches, eval_batches=None):
+def train_and_evaluate(config, workdir, method, train_batches, evaluate: Callable | None = None):
   """Trains `method` for config.num_steps; returns the final TrainState."""
   workdir = epath.Path(workdir)
   mesh = sharding.make_mesh(dict(config.get("mesh", {"data": -1})))
-  tx = optim.make_optimizer(config.optim, config.num_steps)
   ema_decay = float(config.optim.get("ema_decay", 0.0))
   ckpt_cfg = config.get("checkpoint", {})
   ckpt = checkpoint.Checkpointer(
@@ -237,10 +312,17 @@ def train_and_evaluate(config, workdir, method, train_batches, eval_batches=None
   )
   rng = jax.random.key(int(config.seed))
   probe = sharding.global_batch(next(iter(train_batches(0))), mesh)
+  abstract_params, _ = abstract_init(method, rng, probe)
+  tx = make_optimizer(config, method, abstract_params)
+  groups = optim.describe(config.optim, abstract_params, method.param_labels(abstract_params))
+  if groups and jax.process_index() == 0:
+    print(f"handflow: {groups}", flush=True)
   state, shardings = create_train_state(
     method, tx, rng, probe, mesh, config.get("param_sharding", "replicated"), ema_decay > 0
   )
-  restored = _restore(config, ckpt, checkpoint.abstract_like(state, shardings), state)
+  restored = _restore(
+    config, method, ckpt, checkpoint.abstract_like(state, shardings), state, shardings
+  )
   start = 0
   if restored is not None:
     start, state, _ = restored
@@ -258,12 +340,10 @@ def train_and_evaluate(config, workdir, method, train_batches, eval_batches=None
 
   def save(step, **meta):
     if ckpt.latest_step() != step:
-      ckpt.save(step, state, {"data_position": step, **meta}, force=True)
-
-  stats_fn = make_eval_stats(method, mesh)
+      ckpt.save(step, state, state.export(), {"data_position": step, **meta}, force=True)
 
   def log_eval(step):
-    results = evaluate(stats_fn, state.params, eval_batches, mesh)
+    results = evaluate(state.eval_params, state.extra)
     writer.write(step, {f"eval/{k}": v for k, v in results.items()})
 
   prev, out = None, None
@@ -289,18 +369,18 @@ def train_and_evaluate(config, workdir, method, train_batches, eval_batches=None
       if done % log_every == 0 or done == config.num_steps:
         writer.write(done, {**out, "steps_per_s": progress.rate(done)})
       progress.tick(done, shown)
-      if eval_every and eval_batches is not None and done % eval_every == 0:
+      if eval_every and evaluate is not None and done % eval_every == 0:
         log_eval(done)
       if preempt.requested:
         save(done, preempted=True)
         ckpt.wait()
         writer.close()
         return state
-      ckpt.save(done, state, {"data_position": done})
+      ckpt.save(done, state, state.export(), {"data_position": done})
   _check_nonfinite(out, max_nonfinite, config.num_steps)
   save(config.num_steps)
   ckpt.wait()
-  if eval_batches is not None and not (eval_every and config.num_steps % eval_every == 0):
+  if evaluate is not None and not (eval_every and config.num_steps % eval_every == 0):
     log_eval(config.num_steps)  # unless the periodic evaluation just ran
   writer.close()
   ckpt.close()
@@ -317,3 +397,20 @@ def _check_nonfinite(out, max_nonfinite, step):
 
 def params_to_numpy(state: TrainState):
   return jax.tree.map(np.asarray, jax.device_get(state.params))
+
+
+def restore_for_inference(config, method, workdir, batch, mesh):
+  """(params, extra) of the newest checkpoint in `workdir`, read from its `params` item (no
+  optimiser is built), onto the config's parameter shardings."""
+  ckpt = checkpoint.Checkpointer(epath.Path(workdir) / "checkpoints")
+  step = ckpt.latest_step()
+  if step is None:
+    raise checkpoint.CheckpointError(
+      f"no checkpoint in {epath.Path(workdir) / 'checkpoints'}: train first (--mode=train)"
+    )
+  params, extra = abstract_init(method, jax.random.key(int(config.seed)), batch)
+  mode = config.get("param_sharding", "replicated")
+  target = {"params": params, **({"extra": extra} if jax.tree.leaves(extra) else {})}
+  abstract = checkpoint.abstract_like(target, sharding.param_shardings(target, mesh, mode))
+  out = ckpt.restore_params(step, abstract)
+  return out["params"], out.get("extra", extra)

@@ -19,7 +19,7 @@ def test_save_restore_keep_n(tmp_path):
   assert ck.restore_latest(checkpoint.abstract_like(_state(mesh))) is None
   state = _state(mesh)
   for step in (1, 2, 3):
-    ck.save(step, state, {"data_position": step * 10})
+    ck.save(step, state, {"params": state["params"]}, {"data_position": step * 10})
   ck.wait()
   assert ck.all_steps() == [2, 3]
   step, restored, meta = ck.restore_latest(checkpoint.abstract_like(state))
@@ -33,7 +33,7 @@ def test_save_restore_keep_n(tmp_path):
 def test_restore_onto_a_different_mesh(tmp_path):
   saved = _state(sharding.make_mesh({"data": 8}), "fsdp")
   ck = checkpoint.Checkpointer(tmp_path / "ckpt")
-  ck.save(5, saved, force=True)
+  ck.save(5, saved, {"params": saved["params"]}, force=True)
   ck.wait()
   other = sharding.make_mesh({"data": 2, "model": 4})
   target = sharding.param_shardings(saved["params"], other, "fsdp")
@@ -54,10 +54,25 @@ def test_unreadable_checkpoint_is_named(tmp_path):
   mesh = sharding.make_mesh()
   ck = checkpoint.Checkpointer(tmp_path / "ckpt")
   state = _state(mesh)
-  ck.save(4, state, force=True)
+  ck.save(4, state, {"params": state["params"]}, force=True)
   ck.wait()
   for f in (tmp_path / "ckpt" / "4" / "state").rglob("*"):
     if f.is_file():
       f.write_bytes(b"garbage")
   with pytest.raises(checkpoint.CheckpointError, match=r"checkpoint .*/ckpt/4 cannot be restored"):
     ck.restore_latest(checkpoint.abstract_like(state))
+
+
+def test_params_item_reads_alone_with_or_without_a_target(tmp_path):
+  mesh = sharding.make_mesh()
+  ck = checkpoint.Checkpointer(tmp_path / "ckpt")
+  state = _state(mesh)
+  ck.save(3, state, {"params": state["params"], "extra": {"c": jnp.ones(2)}}, force=True)
+  ck.wait()
+  raw = ck.restore_params(3)  # as saved: another model can pick what fits
+  assert sorted(raw) == ["extra", "params"] and isinstance(raw["params"]["w"], np.ndarray)
+  np.testing.assert_array_equal(raw["params"]["w"], np.asarray(state["params"]["w"]))
+  target = checkpoint.abstract_like({"params": state["params"], "extra": {"c": jnp.ones(2)}})
+  onto = ck.restore_params(3, target)
+  assert onto["params"]["b"].sharding == state["params"]["b"].sharding
+  ck.close()

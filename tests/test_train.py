@@ -33,7 +33,8 @@ def test_sharded_step_equals_single_device():
 def test_loss_goes_down_and_everything_is_logged(tmp_path):
   cfg = th.config(60, eval_every=30, tensorboard=True)
   cfg.optim.learning_rate = 0.2
-  state = train.train_and_evaluate(cfg, tmp_path, th.LinearMethod(), th.batches, th.eval_batches())
+  m = th.LinearMethod()
+  state = train.train_and_evaluate(cfg, tmp_path, m, th.batches, th.evaluate(m))
   rows = writers.read_jsonl(tmp_path / "metrics.jsonl")
   losses = [r["loss"] for r in rows if "loss" in r]
   assert losses[-1] < 0.05 * losses[0]
@@ -64,9 +65,9 @@ def test_too_many_nonfinite_in_a_row_stops_with_a_message(tmp_path):
     )
 
 
-def _script(workdir, steps, sleep=0.0):
+def _script(workdir, steps, sleep=0.0, method="linear"):
   return subprocess.Popen(
-    [sys.executable, "-m", "tests.train_helper", str(workdir), str(steps), str(sleep)],
+    [sys.executable, "-m", "tests.train_helper", str(workdir), str(steps), str(sleep), method],
     env=ENV,
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
@@ -84,19 +85,54 @@ def _wait_for_checkpoint(workdir, min_step, proc, timeout=120):
   raise TimeoutError
 
 
-def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
-  straight = _script(tmp_path / "straight", 24)
+@pytest.mark.parametrize("method", ["linear", "teacher"])
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, method):
+  """Bit-identical, including the teacher method's EMA teacher and running centre (its extra
+  state) under a momentum schedule."""
+  straight = _script(tmp_path / "straight", 24, method=method)
   assert straight.wait(timeout=300) == 0, straight.stderr.read().decode()[-2000:]
-  killed = _script(tmp_path / "killed", 24, sleep=0.15)
+  killed = _script(tmp_path / "killed", 24, sleep=0.15, method=method)
   _wait_for_checkpoint(tmp_path / "killed", 6, killed)
   killed.send_signal(signal.SIGKILL)
   killed.wait()
   assert not (tmp_path / "killed" / "final.npz").exists()
-  resumed = _script(tmp_path / "killed", 24)
+  resumed = _script(tmp_path / "killed", 24, method=method)
   assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()[-2000:]
   a, b = np.load(tmp_path / "straight" / "final.npz"), np.load(tmp_path / "killed" / "final.npz")
+  assert ("center" in a.files) == (method == "teacher")
   for k in a.files:
     np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_teacher_follows_its_momentum_schedule_and_skipped_steps_keep_it(tmp_path):
+  """extra = the EMA of the parameters with the scheduled momentum, step by step; a non-finite
+  step leaves the teacher and the centre untouched."""
+  mesh = sharding.make_mesh()
+  method = th.TeacherMethod(num_steps=8)
+  cfg = th.config(8)
+  tx = optim.make_optimizer(cfg.optim, 8)
+  batch = sharding.global_batch(next(th.batches(0)), mesh)
+  state, shards = train.create_train_state(
+    method, tx, jax.random.key(0), batch, mesh, "replicated", False
+  )
+  step = train.make_train_step(method, tx, shards, mesh)
+  teacher = jax.device_get(state.extra["teacher"])
+  it = th.batches(0, nan_steps={4})
+  for i in range(8):
+    before = jax.device_get(state.extra)
+    state, out = step(state, sharding.global_batch(next(it), mesh))
+    after = jax.device_get(state.extra)
+    if i == 4:
+      assert int(out["nonfinite"]) == 1
+      jax.tree.map(np.testing.assert_array_equal, after, before)
+      continue
+    m = float(method.momentum(i))
+    assert float(out["momentum"]) == pytest.approx(m)
+    params = jax.device_get(state.params)
+    teacher = jax.tree.map(lambda t, p, m=m: m * t + (1 - m) * p, teacher, params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8), after["teacher"], teacher)
+  assert float(method.momentum(0)) == pytest.approx(0.9) and float(method.momentum(8)) == 1.0
+  assert float(state.extra["center"]) != 0.0
 
 
 def test_sigterm_leaves_a_restorable_checkpoint(tmp_path):

@@ -1,26 +1,75 @@
-"""The interface between a method and the method-agnostic training loop (`handflow.train`).
+"""The interface between a method and the method-agnostic loop (`handflow.train`, `handflow.modes`).
 
-A method is an object with:
-- `init_params(rng, batch) -> params`: a parameter pytree (batch: one global batch dict);
-- `loss_fn(params, batch, rng) -> (loss, metrics)`: a scalar loss and a dict of scalar metrics,
-  pure and jit-able; `batch["mask"]` (1 real, 0 padding) must be honoured;
-- `eval_stats(params, batch) -> handflow.eval.metrics.Stats`: exact, mask-aware statistics of
-  one evaluation batch (summed over batches and hosts by the loop).
-Everything method-specific (models, losses, evaluation protocol) lives behind these three.
+A method is an object with (all array functions pure and jit-able; `batch["mask"]`, 1 real and
+0 padding, must be honoured):
+
+- `init(rng, batch) -> (params, extra)`: the trained parameters, and `extra`, the state the
+  method keeps that is not trained by gradients (an EMA teacher, centering statistics, queues;
+  `{}` when there is none). `batch` is one global batch dict.
+- `loss_fn(params, extra, batch, rng, step) -> (loss, (metrics, aux))`: a scalar loss, a dict of
+  scalar metrics to log, and `aux`, any pytree `update_extra` needs from the forward pass
+  (e.g. the teacher's output statistics for centering). `step` is the update's index ([] int32),
+  for schedules inside the objective (a teacher's momentum, a temperature warm-up).
+- `update_extra(extra, params, aux, step) -> extra`: called after each update with the new
+  parameters; the loop keeps the old `extra` when the step was skipped as non-finite.
+- `predict(params, extra, batch) -> dict`: outputs for evaluators and users. Core keys every
+  method that predicts a hand returns, in the world frame of the batch's cameras (`T_cam_world`;
+  the camera frame for single-view data whose `T_cam_world` is the identity), metres:
+  `joints [b, t, 21, 3]` (the config's keypoint convention) and `vertices [b, t, n, 3]`;
+  methods add their own keys (UST-Hand: `uv_mode`, `points`, `uncertainty`, ...).
+- `param_labels(params) -> pytree of str`: a label per parameter leaf (e.g. "backbone", "head")
+  for optimiser groups (`handflow.optim`: learning-rate multipliers and frozen parts match
+  labels as well as paths).
+- `load_pretrained(params, restored, cfg) -> (params, report)`: puts a pre-trained tree of
+  another run (perhaps another model) into `params` (`handflow.finetune.load`: matching paths,
+  `dont_load` and `rename` patterns); a model whose parameters must be adapted on load (a ViT's
+  position embeddings to another grid) overrides it.
+
+`MethodBase` gives the defaults: no extra state, one label per top-level parameter collection,
+`finetune.load` for pre-trained trees. The loop never imports a method: the registry
+(`handflow.methods.registry`) maps `config.method` to a constructor and `handflow.modes` runs it.
+
+Evaluation is not a method's job: evaluators listed in `config.evaluators`
+(`handflow.eval.evaluators`) score `predict`'s outputs against the batch.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-from handflow.eval import metrics
+import jax
+
+from handflow import finetune
 
 
 class Method(Protocol):
   name: str
 
-  def init_params(self, rng, batch: dict) -> Any: ...
+  def init(self, rng, batch: dict) -> tuple[Any, Any]: ...
 
-  def loss_fn(self, params, batch: dict, rng) -> tuple[Any, dict]: ...
+  def loss_fn(self, params, extra, batch: dict, rng, step) -> tuple[Any, tuple[dict, Any]]: ...
 
-  def eval_stats(self, params, batch: dict) -> metrics.Stats: ...
+  def update_extra(self, extra, params, aux, step) -> Any: ...
+
+  def predict(self, params, extra, batch: dict) -> dict: ...
+
+  def param_labels(self, params) -> Any: ...
+
+  def load_pretrained(self, params, restored, cfg) -> tuple[Any, finetune.LoadReport]: ...
+
+
+class MethodBase:
+  """Defaults for the optional parts of `Method`."""
+
+  name = "?"
+
+  def update_extra(self, extra, params, aux, step):
+    del params, aux, step
+    return extra
+
+  def param_labels(self, params):
+    """The top-level collection each leaf sits in (e.g. "backbone", "head")."""
+    return {k: jax.tree.map(lambda _, k=k: k, v) for k, v in params.items()}
+
+  def load_pretrained(self, params, restored, cfg):
+    return finetune.load(params, restored, cfg)
