@@ -76,7 +76,7 @@ def _pseudo_labels_fn(config, split):
 
   def fn(uv, visible, clip_id):
     out = pseudo_labels.simulate(
-      uv, visible, det, key=(seed, SPLIT_IDS.get(split, 9), int(clip_id))
+      uv, visible, det, key=(seed, SPLIT_IDS.get(base_split(split), 9), int(clip_id))
     )
     return out.uv, out.confidence
 
@@ -222,15 +222,22 @@ def _checked(config, iterable):
       ) from None
 
 
+def base_split(split: str) -> str:
+  """"train[:95%]" -> "train": split names may carry TFDS slices (a validation set carved out
+  of a dataset that ships none)."""
+  return split.split("[", 1)[0]
+
+
 def check_splits(config, *splits):
   """Fails before any work when the prepared dataset lacks a split a mode needs."""
   builder = _builder_or_error(config)
-  missing = [s for s in splits if s not in builder.info.splits]
+  missing = [s for s in splits if base_split(s) not in builder.info.splits]
   if missing:
     raise DataError(
       f"dataset '{config.data.name}' ({builder.builder_config.name}) has no split "
-      f"{', '.join(repr(s) for s in missing)} (it has {sorted(builder.info.splits)}); training "
-      "evaluates on 'test' (HO3D: only with the evaluation ground truth)"
+      f"{', '.join(repr(s) for s in missing)} (it has {sorted(builder.info.splits)}); set "
+      "config.data.train_split / eval_split / test_split (TFDS slices such as 'train[-5%:]' "
+      "carve a validation set out of a split)"
     )
 
 
@@ -256,7 +263,7 @@ def make_dataset(config, split, *, train, process_index=0, process_count=1, seed
       f"config.data.views = {config.data.views}, but dataset '{config.data.name}' has "
       f"{rig_views} views per clip"
     )
-  if split not in builder.info.splits:
+  if base_split(split) not in builder.info.splits:
     raise DataError(f"dataset '{config.data.name}' has no split '{split}'")
   host_split = tfds.even_splits(split, n=process_count)[process_index]
   read = tfds.ReadConfig(shuffle_seed=seed, interleave_cycle_length=1) if train else None

@@ -3,10 +3,10 @@
 Every view of every frame is one image: a small residual ConvNet (width and depth from
 `config.model`) regresses the 21 keypoints in crop pixels, trained with a confidence-weighted
 smooth-L1 loss against the pseudo-labels (`uv_pl`, `conf`); missing detections (confidence 0)
-and padded samples (mask 0) count for nothing. Evaluation reports the mean 2D error against the
-ground truth (`uv`, pixels), and the same for the pseudo-labels themselves (the teacher), as
-exact dataset means. It is the deterministic-head baseline that UST-Hand's flow is compared
-with, and the workload of `handflow.bench.train_step` until UST-Hand lands.
+and padded samples (mask 0) count for nothing. `predict` gives `uv`; the config's `uv2d`
+evaluator reports its mean 2D error against the ground truth (pixels) and the pseudo-labels' own
+(the teacher), as exact dataset means. It is the deterministic-head baseline that UST-Hand's
+flow is compared with.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from handflow.eval import metrics
-from handflow.methods import losses
+from handflow.methods import base, losses
 
 
 class ConvNet(nn.Module):
@@ -42,39 +41,29 @@ def _images(batch):
   return img.reshape((-1,) + img.shape[-3:]), img.shape[:3]
 
 
-class Keypoints2D:
+class Keypoints2D(base.MethodBase):
   name = "keypoints2d"
+  title = "2D keypoint regressor"
 
   def __init__(self, width: int = 32, depth: int = 4):
     self.net = ConvNet(width, depth)
 
-  def predict(self, params, batch):
-    """uv [b, t, v, 21, 2] in crop pixels."""
+  def init(self, rng, batch):
+    img, _ = _images(batch)
+    return self.net.init(rng, img[:1]), {}
+
+  def predict(self, params, extra, batch):
+    """uv [b, t, v, 21, 2] in crop pixels (no 3D output: no `joints`)."""
+    del extra
     img, lead = _images(batch)
     size = img.shape[1]
-    return (self.net.apply(params, img) * size - 0.5).reshape(lead + (21, 2))
+    return {"uv": (self.net.apply(params, img) * size - 0.5).reshape(lead + (21, 2))}
 
-  def init_params(self, rng, batch):
-    img, _ = _images(batch)
-    return self.net.init(rng, img[:1])
-
-  def loss_fn(self, params, batch, rng):
-    del rng
-    uv = self.predict(params, batch)
+  def loss_fn(self, params, extra, batch, rng, step):
+    del rng, step
+    uv = self.predict(params, extra, batch)["uv"]
     size = batch["images"].shape[-2]
     # Normalised by the crop size so that the loss does not scale with it.
     smooth = losses.smooth_l1((uv - batch["uv_pl"]) / size)
     loss = losses.weighted_mean(smooth, batch["conf"] * batch["mask"][:, None, None, None])
-    return loss, {"weighted_l1": loss}
-
-  def eval_stats(self, params, batch):
-    uv = self.predict(params, batch)
-    per_sample = lambda e: jnp.mean(e, axis=(1, 2, 3))
-    err = jnp.linalg.norm(uv - batch["uv"], axis=-1)
-    # The teacher's error over its detections (missing ones have no position).
-    det = (batch["conf"] > 0).astype(err.dtype)
-    teacher = jnp.linalg.norm(batch["uv_pl"] - batch["uv"], axis=-1) * det
-    teacher = jnp.sum(teacher, axis=(1, 2, 3)) / jnp.maximum(jnp.sum(det, axis=(1, 2, 3)), 1.0)
-    return metrics.batch_stats(
-      {}, {"uv_err_px": per_sample(err), "teacher_uv_err_px": teacher}, batch["mask"]
-    )
+    return loss, ({"weighted_l1": loss}, None)

@@ -24,31 +24,6 @@ PALM = (0, 1, 5, 9, 13, 17)  # keypoints that fix the hand's orientation and siz
 GEOM_FEATURES = 8  # per point: canonical xyz, is-mode, valid, log-likelihood, error, spread
 
 
-def bilinear_sample(fmap, uv):
-  """fmap [n, h, w, c], uv [n, p, 2] in [0, 1] image units -> [n, p, c] (0 outside)."""
-  n, h, w, c = fmap.shape
-  x = uv[..., 0] * w - 0.5
-  y = uv[..., 1] * h - 0.5
-  inside = (x > -1) & (x < w) & (y > -1) & (y < h)
-  x0, y0 = jnp.floor(x), jnp.floor(y)
-  fx, fy = x - x0, y - y0
-  flat = fmap.reshape(n, h * w, c)
-
-  def tap(xi, yi, wt):
-    ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-    idx = (jnp.clip(yi, 0, h - 1) * w + jnp.clip(xi, 0, w - 1)).astype(jnp.int32)
-    vals = jnp.take_along_axis(flat, idx[..., None], axis=1)
-    return vals * (wt * ok)[..., None]
-
-  out = (
-    tap(x0, y0, (1 - fx) * (1 - fy))
-    + tap(x0 + 1, y0, fx * (1 - fy))
-    + tap(x0, y0 + 1, (1 - fx) * fy)
-    + tap(x0 + 1, y0 + 1, fx * fy)
-  )
-  return out * inside[..., None]
-
-
 def triangulate_points(P, uv, w):
   """P [b, t, v, 3, 4], uv [b, t, v, j, s, 2] px, w [b, t, v, j] -> X [b, t, j, s, 3] world,
   valid [b, t, j, s], reprojection error [b, t, j, s, v] px."""

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from handflow.geometry import cameras
-from handflow.models import point_cloud
+from handflow.models import point_cloud, sampling
 
 
 def _rig(v=4, key=0):
@@ -64,7 +64,7 @@ def test_bilinear_sample_interpolates_and_zeroes_outside():
   fmap = jnp.arange(4 * 6, dtype=jnp.float32).reshape(1, 4, 6, 1)
   # Cell centres sit at ((i + 0.5) / w, (j + 0.5) / h).
   uv = jnp.array([[[0.5 / 6, 0.5 / 4], [1.0 / 6, 0.5 / 4], [1.5 / 6, 1.0 / 4], [2.0, 0.5]]])
-  out = point_cloud.bilinear_sample(fmap, uv)[0, :, 0]
+  out = sampling.bilinear_sample(fmap, uv)[0, :, 0]
   np.testing.assert_allclose(out[:3], [0.0, 0.5, 4.0], atol=1e-5)
   assert float(out[3]) == 0.0
 

@@ -1,0 +1,186 @@
+"""Evaluators: what a run measures, listed in `config.evaluators` and run over `predict` outputs.
+
+  evals = from_config(config)                      # [Evaluator, ...]
+  stats_fn = make_stats_fn(method, evals, mesh)    # jitted (params, extra, batch) -> Stats
+  results = evaluate(stats_fn, params, extra, batches, mesh)   # exact dataset metrics
+
+An evaluator's `stats(method, params, extra, pred, batch)` returns the `metrics.Stats` of one
+batch (exact, mask-aware; summed over batches and hosts), or None when it has nothing to say for
+these outputs. All of them share one `predict` call per batch inside one compiled function.
+Metrics are per frame (b * t samples; padding masked). Config entries (a dict name -> options):
+
+- `pose3d` {protocols, rows, teacher}: `eval.protocols` tables for each row
+  (prefix, joints key, vertices key or ""), e.g. ("", "joints", "vertices"),
+  ("stage1/", "stage1_joints", ""); keys `<prefix><protocol>/<metric>` (MPJPE, MPVPE, PA-*, mm).
+  MPVPE needs ground-truth meshes (`verts`) with the predicted mesh's vertex count; real data's
+  frames without a mesh fit (`has_verts` 0) are masked. `teacher`: the pseudo-labels
+  triangulated robustly (`methods.teacher.joints`, >= 2 views) as the row `teacher/`.
+- `uv2d` {rows, teacher}: mean 2D error against the ground truth in crop pixels for each row
+  (prefix, uv key) as `<prefix>uv_err_px`; `teacher`: the pseudo-labels' own error over their
+  detections as `teacher/uv_err_px`.
+- `calibration` {levels}: how often the ground truth lies inside the hypotheses' regions
+  (ideal: the level). 3D: the ball around the hypothesis points' mean (`points`, `points_valid`)
+  whose radius is the level's quantile of their distances, `calib/3d_<level>`; 2D, for methods
+  with a density (`method.uv_log_density`): the highest-density region thresholded at the
+  quantile of the K samples' log-densities (`uv_log_lik`), `calib/2d_<level>`.
+
+Saving predictions is the entry's `predict` mode (`handflow.modes.write_predictions`), which
+runs the same `predict` over the test split and writes every output key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from handflow import sharding
+from handflow.eval import metrics, protocols
+from handflow.methods import teacher
+from handflow.models import point_cloud
+
+
+def _frames(x):
+  """[b, t, ...] -> [b * t, ...]."""
+  return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
+def _frame_mask(batch):
+  return jnp.repeat(batch["mask"], batch["images"].shape[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class Pose3D:
+  protocols: tuple = ("hanco", "rootrel")
+  rows: tuple = (("", "joints", "vertices"),)
+  teacher: bool = False
+
+  def stats(self, method, params, extra, pred, batch):
+    del method, params, extra
+    gt_j = _frames(batch["xyz"])
+    gt_v = _frames(batch["verts"]) if "verts" in batch else None
+    dists, scores, point_masks = {}, {}, {}
+
+    def add(prefix, pred_j, pred_v):
+      if pred_v is not None and (gt_v is None or gt_v.shape[-2] != pred_v.shape[-2]):
+        pred_v = None  # e.g. MANO ground truth for a model with the open hand: no MPVPE
+      for name in self.protocols:
+        p = protocols.get(name)
+        d, s = protocols.sample_metrics(p, pred_j, gt_j, pred_v, None if pred_v is None else gt_v)
+        dists.update({f"{prefix}{name}/{k}": v for k, v in d.items()})
+        scores.update({f"{prefix}{name}/{k}": v for k, v in s.items()})
+        if pred_v is not None and "has_verts" in batch:  # real data: frames without a mesh fit
+          has = _frames(batch["has_verts"])[:, None]
+          for k, _ in p.vertices:
+            point_masks[f"{prefix}{name}/{k}"] = jnp.broadcast_to(has, d[k].shape)
+
+    for prefix, jkey, vkey in self.rows:
+      if jkey in pred:
+        add(prefix, _frames(pred[jkey]), _frames(pred[vkey]) if vkey and vkey in pred else None)
+    if self.teacher and batch["images"].shape[2] >= 2:
+      add("teacher/", _frames(teacher.joints(batch)), None)
+    if not dists:
+      return None
+    return metrics.batch_stats(dists, scores, _frame_mask(batch), point_masks)
+
+
+@dataclasses.dataclass(frozen=True)
+class Uv2D:
+  rows: tuple = (("", "uv"),)
+  teacher: bool = False
+
+  def stats(self, method, params, extra, pred, batch):
+    del method, params, extra
+    scores = {
+      f"{prefix}uv_err_px": _frames(teacher.uv_error_px(pred[key], batch))
+      for prefix, key in self.rows
+      if key in pred
+    }
+    if self.teacher:
+      scores["teacher/uv_err_px"] = _frames(teacher.uv_error_teacher_px(batch))
+    return metrics.batch_stats({}, scores, _frame_mask(batch)) if scores else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+  levels: tuple = (0.5, 0.9)
+
+  def stats(self, method, params, extra, pred, batch):
+    if "points" not in pred:
+      return None
+    res = {}
+    hyp, valid = pred["points"][..., 1:, :], pred["points_valid"][..., 1:]
+    _, centre = point_cloud.spread(hyp, valid)
+    d = jnp.linalg.norm(hyp - centre[..., None, :], axis=-1)
+    d_gt = jnp.linalg.norm(batch["xyz"] - centre, axis=-1)  # [b, t, 21]
+    density = getattr(method, "uv_log_density", None)
+    lp_gt = None
+    if density is not None and "uv_log_lik" in pred:
+      lp_gt = density(params, extra, batch, batch["uv"])  # [b, t, v, 21]
+    for level in self.levels:
+      name = round(level * 100)
+      if lp_gt is not None:
+        q2 = jnp.quantile(pred["uv_log_lik"], 1.0 - level, axis=-1)
+        res[f"calib/2d_{name}"] = _frames(jnp.mean(lp_gt >= q2, axis=(2, 3)))
+      r3 = jnp.nanquantile(jnp.where(valid, d, jnp.nan), level, axis=-1)
+      inside = jnp.where(jnp.isfinite(r3), d_gt <= r3, False)
+      res[f"calib/3d_{name}"] = _frames(jnp.mean(inside, axis=-1))
+    res = {k: v.astype(jnp.float32) for k, v in res.items()}
+    return metrics.batch_stats({}, res, _frame_mask(batch))
+
+
+def _frozen(v):
+  """Lists (from a config) -> tuples, so that evaluators stay hashable."""
+  return tuple(_frozen(x) for x in v) if isinstance(v, list | tuple) else v
+
+
+KINDS = {"pose3d": Pose3D, "uv2d": Uv2D, "calibration": Calibration}
+
+
+def from_config(config) -> list:
+  """The evaluators of `config.evaluators` ({name: options}); an unknown name or option is a
+  ValueError naming it."""
+  out = []
+  for name, opts in (config.get("evaluators", None) or {}).items():
+    if name not in KINDS:
+      raise ValueError(f"config.evaluators.{name}: unknown evaluator; known: {sorted(KINDS)}")
+    opts = dict(opts or {})
+    fields = {f.name for f in dataclasses.fields(KINDS[name])}
+    bad = sorted(set(opts) - fields)
+    if bad:
+      raise ValueError(f"config.evaluators.{name}: unknown option(s) {bad}; known: {sorted(fields)}")
+    out.append(KINDS[name](**{k: _frozen(v) for k, v in opts.items()}))
+  return out
+
+
+def merge(parts) -> metrics.Stats:
+  dist, score = {}, {}
+  for s in parts:
+    if s is not None:
+      dist.update(s.dist)
+      score.update(s.score)
+  return metrics.Stats(dist, score)
+
+
+def make_stats_fn(method, evaluators, mesh):
+  """jitted (params, extra, batch) -> the merged Stats of every evaluator (compiled once)."""
+
+  def fn(params, extra, batch):
+    pred = method.predict(params, extra, batch)
+    return merge(e.stats(method, params, extra, pred, batch) for e in evaluators)
+
+  return jax.jit(fn, out_shardings=sharding.replicated(mesh))
+
+
+def evaluate(stats_fn, params, extra, batches, mesh) -> dict:
+  """Exact dataset metrics over an iterable of per-host NumPy batches (padding masked; summed
+  over batches and hosts)."""
+  total = None
+  for local in batches:
+    s = stats_fn(params, extra, sharding.global_batch(local, mesh))
+    total = s if total is None else total + s
+  if total is None:
+    return {}
+  # The batches are global arrays and the statistics replicated: the sums are the dataset's.
+  return metrics.finalize(jax.device_get(total))
