@@ -5,8 +5,9 @@
 
 Modes: train | eval | predict | prepare. Every mode runs the preflight (resolved config, hand
 model check); train, eval and predict build the embedded dataset on first use (reused after).
-train writes checkpoints, metrics.jsonl (and TensorBoard) and, for UST-Hand, results.{md,json}
-and figures; eval re-reports the newest checkpoint; predict writes predictions-*.npz.
+train writes checkpoints, metrics.jsonl (and TensorBoard), then results.{md,json} and figures
+(the test split, scored once; `handflow.modes`); eval re-reports the newest checkpoint; predict
+writes predictions-*.npz.
 """
 
 import sys
@@ -15,7 +16,7 @@ from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
 
-from handflow import checkpoint, preflight, sharding, train
+from handflow import checkpoint, modes, preflight, sharding, train
 from handflow.data import prepare
 from handflow.methods import registry
 
@@ -94,7 +95,7 @@ def main(argv):
   if mode == "prepare":
     return 0
   try:
-    registry.run(mode, config, workdir)
+    modes.run(mode, config, workdir)
   except (ValueError, checkpoint.CheckpointError, train.NonFiniteError) as e:
     _die(str(e))
   done = {"train": f"trained {method} for {config.num_steps} steps", "eval": "evaluated"}

@@ -17,8 +17,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from handflow.hand import conventions, kernel
-from handflow.hand import model as hand_model
+from handflow.hand import conventions, kernel, loader
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> epath.Path:
@@ -29,7 +28,7 @@ def save_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> epath
 
 def check_hand_model(config: ml_collections.ConfigDict) -> dict:
   """Loads and compiles the hand model of `config.hand`; returns a summary dict."""
-  model = hand_model.load(config.hand.model, config.hand.side)
+  model = loader.load(config.hand.model, config.hand.side)
   conv = conventions.get(config.hand.convention)
   conventions.tip_ids(model, conv)  # raises if the convention does not fit the model.
   batch = (config.batch_size, config.data.frames)

@@ -126,9 +126,10 @@ def state_shardings(abstract_state: TrainState, tx, mesh, param_mode: str):
     transform_non_params=lambda _: rep,
     is_leaf=lambda x: isinstance(x, optax.MaskedNode),
   )
-  # multi_transform's masked inner states hold MaskedNode where a group has no leaf.
+  # multi_transform's inner states hold an empty MaskedNode for each leaf outside their group:
+  # the shardings tree keeps it, so that both trees have one structure.
   opt = jax.tree.map(
-    lambda s, x: rep if not hasattr(x, "shape") else s,
+    lambda s, x: x if isinstance(x, optax.MaskedNode) else s,
     opt,
     abstract_state.opt_state,
     is_leaf=lambda x: isinstance(x, jax.sharding.Sharding | optax.MaskedNode),
@@ -259,8 +260,9 @@ def load_pretrained(config, method, params):
   step = int(cfg.get("step", -1))
   step = other.latest_step() if step < 0 else step
   if step is None or step not in other.all_steps():
+    which = "" if step is None else f" {step}"
     raise checkpoint.CheckpointError(
-      f"config.init_from = {cfg['workdir']}: no checkpoint{'' if step is None else f' {step}'} there"
+      f"config.init_from = {cfg['workdir']}: no checkpoint{which} there"
     )
   saved = other.restore_params(step)
   tree = saved

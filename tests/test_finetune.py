@@ -63,7 +63,9 @@ def test_matching_paths_load_a_new_head_stays_fresh(run_a):
   assert report.loaded == ["backbone/dense/kernel"]
   assert report.skipped == ["head/kernel"] and report.fresh == ["aux_head/bias"]
   assert report.unused == ["head/kernel"]  # A's head: read by nobody
-  np.testing.assert_array_equal(params["backbone"]["dense"]["kernel"], a["backbone"]["dense"]["kernel"])
+  np.testing.assert_array_equal(
+    params["backbone"]["dense"]["kernel"], a["backbone"]["dense"]["kernel"]
+  )
   np.testing.assert_array_equal(params["head"]["kernel"], fresh["head"]["kernel"])
   line = report.line()
   assert "loaded 1 parameter arrays" in line and "skipped 1 (dont_load) (head/kernel)" in line
@@ -81,12 +83,12 @@ def test_a_shape_mismatch_names_the_path(run_a):
 def test_rename_reads_another_path(run_a):
   wd, a = run_a
   b_method = Backbone(encoder="encoder")
-  cfg = th.config(
-    3, init_from={"workdir": str(wd), "rename": [("encoder/(.*)", r"backbone/\1")]}
-  )
+  cfg = th.config(3, init_from={"workdir": str(wd), "rename": [("encoder/(.*)", r"backbone/\1")]})
   params, report = train.load_pretrained(cfg, b_method, _init_b(b_method))
   assert sorted(report.loaded) == ["encoder/dense/kernel", "head/kernel"] and not report.unused
-  np.testing.assert_array_equal(params["encoder"]["dense"]["kernel"], a["backbone"]["dense"]["kernel"])
+  np.testing.assert_array_equal(
+    params["encoder"]["dense"]["kernel"], a["backbone"]["dense"]["kernel"]
+  )
 
 
 def test_fine_tuning_run_starts_from_the_loaded_backbone(run_a, tmp_path, capsys):

@@ -60,6 +60,7 @@ def test_tiny_ust_trains_reports_evaluates_and_predicts(tmp_path):
     assert sorted(pred["clip_id"].tolist()) == [0, 1]  # the 2 test clips, padding dropped
     assert pred["joints"].shape == (2, 2, 21, 3) and pred["vertices"].shape == (2, 2, 1669, 3)
     assert pred["uncertainty"].shape == (2, 2, 21) and pred["uv_mode"].shape == (2, 2, 2, 21, 2)
+    assert pred["stage1_joints"].shape == (2, 2, 21, 3) and pred["uv_hypotheses"].shape[-2] == 3
 
 
 @pytest.mark.parametrize(

@@ -84,8 +84,11 @@ def test_a_frozen_group_does_not_move_and_a_tenth_multiplier_moves_ten_times_les
   grads = jax.tree.map(lambda x: jnp.full_like(x, 0.3), params)
   plain = _step(optim.make_optimizer(_groups_cfg(), 10, params), params, grads)
   cfg = _groups_cfg(lr_mults=[("backbone/.*", 0.1)], frozen=["stem"])
-  labels = {"backbone": {"conv": {"kernel": "b", "bias": "b"}}, "head": {"kernel": "h"},
-            "stem": {"kernel": "stem"}}
+  labels = {
+    "backbone": {"conv": {"kernel": "b", "bias": "b"}},
+    "head": {"kernel": "h"},
+    "stem": {"kernel": "stem"},
+  }
   tx = optim.make_optimizer(cfg, 10, params, labels)
   grouped = _step(tx, params, grads)
   for k in ("kernel", "bias"):  # weight decay included: the whole update scales
@@ -120,7 +123,9 @@ def test_layer_decay_and_no_decay_by_name():
   )
   _, mults, _, _ = optim.leaf_groups(cfg, params)
   assert mults == {
-    "embed": {"pos": 0.125}, "blocks_0": {"kernel": 0.25}, "blocks_1": {"kernel": 0.5},
+    "embed": {"pos": 0.125},
+    "blocks_0": {"kernel": 0.25},
+    "blocks_1": {"kernel": 0.5},
     "head": {"kernel": 1.0},
   }
   _, _, _, decay = optim.leaf_groups(_cfg(no_decay=["embed/"]), params)

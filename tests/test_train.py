@@ -5,6 +5,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -130,7 +131,9 @@ def test_teacher_follows_its_momentum_schedule_and_skipped_steps_keep_it(tmp_pat
     assert float(out["momentum"]) == pytest.approx(m)
     params = jax.device_get(state.params)
     teacher = jax.tree.map(lambda t, p, m=m: m * t + (1 - m) * p, teacher, params)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8), after["teacher"], teacher)
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8), after["teacher"], teacher
+    )
   assert float(method.momentum(0)) == pytest.approx(0.9) and float(method.momentum(8)) == 1.0
   assert float(state.extra["center"]) != 0.0
 
@@ -227,3 +230,50 @@ def test_resume_and_init_from_other_runs(tmp_path):
       th.config(3, init_from=str(tmp_path / "none")), tmp_path / "d", th.LinearMethod(), th.batches
     )
   del first
+
+
+class _Wide(th.LinearMethod):
+  """A parameter big enough for FSDP to shard, a small one it replicates, and extra state."""
+
+  def init(self, rng, batch):
+    params = {"w": jax.random.normal(rng, (64, 512)), "b": jnp.zeros((1,))}
+    return params, {"teacher": params}
+
+  def loss_fn(self, params, extra, batch, rng, step):
+    del extra, rng, step
+    loss = jnp.mean((batch["x"] @ params["w"][:4, :1])[:, 0] + params["b"][0] - batch["y"]) ** 2
+    return loss, ({}, None)
+
+
+@pytest.mark.parametrize("frozen", [[], ["b"]])
+def test_optimiser_state_is_sharded_like_its_parameters(frozen):
+  mesh = sharding.make_mesh()
+  method = _Wide()
+  cfg = th.config(4)
+  cfg.optim.frozen = frozen
+  batch = sharding.global_batch(next(th.batches(0)), mesh)
+  abstract, _ = train.abstract_init(method, jax.random.key(0), batch)
+  cfg.num_steps = 4
+  tx = train.make_optimizer(cfg, method, abstract)
+  state, shards = train.create_train_state(
+    method, tx, jax.random.key(0), batch, mesh, "fsdp", False
+  )
+  w_sharding = state.params["w"].sharding
+  assert w_sharding.spec == jax.sharding.PartitionSpec(None, "data")
+  assert state.extra["teacher"]["w"].sharding == w_sharding
+  big = [x for x in jax.tree.leaves(state.opt_state) if getattr(x, "shape", ()) == (64, 512)]
+  assert len(big) == 2 and all(x.sharding == w_sharding for x in big)  # Adam's mu and nu
+  step = train.make_train_step(method, tx, shards, mesh)
+  state, out = step(state, batch)
+  assert np.isfinite(float(out["loss"]))
+
+
+def test_frozen_groups_checkpoint_and_resume(tmp_path):
+  """Frozen leaves carry no optimiser state (MaskedNode): saving, restoring and continuing work."""
+  cfg = th.config(4)
+  cfg.optim.frozen, cfg.optim.lr_mults = ["b"], [("w", 0.1)]
+  first = train.train_and_evaluate(cfg, tmp_path, th.LinearMethod(), th.batches)
+  assert float(first.params["b"][0]) == 0.0  # frozen at its initial value
+  cfg.num_steps = 6
+  more = train.train_and_evaluate(cfg, tmp_path, th.LinearMethod(), th.batches)
+  assert int(more.step) == 6 and float(more.params["b"][0]) == 0.0

@@ -23,8 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from handflow.bench import common
-from handflow.hand import kernel, mano_file
-from handflow.hand import model as hand_model
+from handflow.hand import kernel, loader, mano_file
 from handflow.hand.testing import random_mano_arrays
 
 
@@ -139,7 +138,7 @@ def main(argv=None):
     arrays["J_regressor"] = sparse.csc_matrix(arrays["J_regressor"])
     pkl.write_bytes(pickle.dumps(arrays, protocol=2))
     mano = mano_file.load_mano(pkl)
-  models = {"mano-shaped": mano, "open_hand": hand_model.load("open")}
+  models = {"mano-shaped": mano, "open_hand": loader.load("open")}
   use_smplx = not args.no_smplx and _smplx_available()
 
   peak = common.matmul_peak_gflops()

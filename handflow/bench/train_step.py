@@ -29,7 +29,10 @@ OUT = flags.DEFINE_string("out", None, "JSON output path.")
 def measure(config, method, batch, mesh, steps: int):
   """The jitted train step of `method` on one in-memory batch: (step, state, compile seconds,
   best step seconds over `steps`, FLOPs per step from XLA's cost analysis)."""
-  tx = optim.make_optimizer(config.optim, max(config.num_steps, config.optim.warmup_steps + 1))
+  abstract, _ = train.abstract_init(method, jax.random.key(0), batch)
+  steps_cfg = max(config.num_steps, config.optim.warmup_steps + 1)
+  labels = method.param_labels(abstract)
+  tx = optim.make_optimizer(config.optim, steps_cfg, abstract, labels)
   state, shards = train.create_train_state(
     method, tx, jax.random.key(0), batch, mesh, config.param_sharding, False
   )
@@ -53,7 +56,7 @@ def main(argv):
   config = CONFIG.value
   prepare.prepare(config)
   mesh = sharding.make_mesh(dict(config.get("mesh", {"data": -1})))
-  method = registry.METHODS[config.method](config)
+  method = registry.make(config)
   it = pipeline.batches(config, "train", train=True)
   batch = sharding.global_batch(next(it), mesh)
   step, state, compile_s, step_s, flops = measure(config, method, batch, mesh, STEPS.value)
@@ -78,8 +81,7 @@ def main(argv):
     dict(what="step + input pipeline", seconds=fed_s, clips_s=b / fed_s, images_s=images / fed_s),
   ]
   print(
-    f"method {method.name} (ResNet-{config.model.backbone_depth}, width "
-    f"{config.model.backbone_width}), batch {b} clips = {images} "
+    f"method {method.name} ({dict(config.model)}), batch {b} clips = {images} "
     f"images of {pipeline.crop_size(config)} px; GEMM peak {peak:.0f} GFLOP/s; {common.machine()}\n"
   )
   common.print_table(

@@ -129,9 +129,9 @@ def _k_rows(config, batch):
     c = config.copy_and_resolve_references()
     c.model.num_hypotheses = k
     m = UST(c)
-    p = m.init_params(jax.random.key(0), batch)
-    s1 = jax.jit(lambda p, b, m=m, k=k: m.stage1_outputs(p, b, jax.random.key(1), k)["hyp"])
-    fw = jax.jit(lambda p, b, m=m: m.forward(p, b, jax.random.key(1))["joints"])
+    p, _ = m.init(jax.random.key(0), batch)
+    s1 = jax.jit(lambda p, b, m=m, k=k: m.hypotheses(p, b, jax.random.key(1), k)["hyp"])
+    fw = jax.jit(lambda p, b, m=m: m.forward(p, b, jax.random.key(1)).joints)
     for name, f in (("stage1", s1), ("forward", fw)):
       jax.block_until_ready(f(p, batch))
       fns[(name, k)] = lambda f=f, p=p: jax.block_until_ready(f(p, batch))
@@ -152,7 +152,7 @@ def main(argv):
   method = UST(config)
   batch = sharding.global_batch(next(pipeline.batches(config, "train", train=True)), mesh)
   rows, peak = _train_step_rows(config, method, batch, mesh)
-  params = jax.jit(method.init_params)(jax.random.key(0), batch)
+  params, _ = jax.jit(method.init)(jax.random.key(0), batch)
   flow_rows, joints = _flow_rows(method, params, batch)
   rows += flow_rows + _k_rows(config, batch)
   b = config.batch_size

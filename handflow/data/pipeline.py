@@ -223,7 +223,7 @@ def _checked(config, iterable):
 
 
 def base_split(split: str) -> str:
-  """"train[:95%]" -> "train": split names may carry TFDS slices (a validation set carved out
+  """ "train[:95%]" -> "train": split names may carry TFDS slices (a validation set carved out
   of a dataset that ships none)."""
   return split.split("[", 1)[0]
 

@@ -149,7 +149,9 @@ def from_config(config) -> list:
     fields = {f.name for f in dataclasses.fields(KINDS[name])}
     bad = sorted(set(opts) - fields)
     if bad:
-      raise ValueError(f"config.evaluators.{name}: unknown option(s) {bad}; known: {sorted(fields)}")
+      raise ValueError(
+        f"config.evaluators.{name}: unknown option(s) {bad}; known: {sorted(fields)}"
+      )
     out.append(KINDS[name](**{k: _frozen(v) for k, v in opts.items()}))
   return out
 

@@ -20,8 +20,9 @@ from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
 
-from handflow import files, sharding, train
-from handflow.data import pipeline, prepare
+from handflow import files, modes, sharding, train
+from handflow.data import prepare
+from handflow.eval import evaluators
 from handflow.methods import registry
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/ust.py", "Experiment config.")
@@ -39,21 +40,17 @@ KEYS = ("hanco/MPJPE", "hanco/MPVPE", "rootrel/MPJPE", "rootrel/MPVPE")
 
 
 def run_one(config, workdir: epath.Path) -> dict:
+  """Trains one cell (no evaluation during training: nothing is chosen on the way) and scores
+  its test split once; a finished cell's results are reused."""
   done = workdir / "final.json"
   if done.exists():
     return json.loads(done.read_text())
-  method = registry.METHODS["ust"](config)
-  host = dict(process_index=jax.process_index(), process_count=jax.process_count())
-  eval_batches = lambda: pipeline.batches(config, "test", train=False, **host)
-  state = train.train_and_evaluate(
-    config,
-    workdir,
-    method,
-    lambda s: pipeline.batches(config, "train", train=True, start_step=s, **host),
-    None,
-  )
+  method = registry.make(config)
+  state = train.train_and_evaluate(config, workdir, method, modes.train_batches(config))
   mesh = sharding.make_mesh(dict(config.mesh))
-  results = train.evaluate(train.make_eval_stats(method, mesh), state.params, eval_batches, mesh)
+  stats_fn = evaluators.make_stats_fn(method, evaluators.from_config(config), mesh)
+  test = modes.split_batches(config, "test")()
+  results = evaluators.evaluate(stats_fn, state.eval_params, state.extra, test, mesh)
   if jax.process_index() == 0:
     files.write_text_atomic(done, json.dumps(results, sort_keys=True))
   return results

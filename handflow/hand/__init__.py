@@ -2,7 +2,8 @@
 
 from handflow.hand import conventions, kernel, rotations
 from handflow.hand.kernel import HandOutput, forward, lbs, pose_to_rotmats, template
-from handflow.hand.model import HandModel, ModelFileError, load
+from handflow.hand.loader import load
+from handflow.hand.model import HandModel, ModelFileError
 
 __all__ = [
   "HandModel",

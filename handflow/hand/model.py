@@ -278,30 +278,3 @@ def load_npz(path: str | pathlib.Path) -> HandModel:
     if k not in arrays:
       raise ModelFileError(f"{path}: missing key '{k}'")
   return from_arrays(arrays, name=str(arrays["name"]), side=str(arrays["side"]), source=str(path))
-
-
-def load(spec: str = "open", side: str = "right") -> HandModel:
-  """The hand model named by a config string.
-
-  spec: "open" (the shipped CC0 hand), a path to an official `MANO_{RIGHT,LEFT}.pkl`
-  (converted once and cached, see `handflow.hand.mano_file`), or a path to an `.npz` in
-  handflow's schema.
-  """
-  if side not in SIDES:
-    raise ValueError(f"hand side must be one of {SIDES}, got '{side}'")
-  if spec == "open":
-    return load_npz(ASSETS / f"open_hand_{side}.npz")
-  path = pathlib.Path(spec).expanduser()
-  if path.suffix == ".pkl":
-    from handflow.hand import mano_file  # the pickle machinery is only needed here.
-
-    model = mano_file.load_mano(path)
-  elif path.suffix == ".npz":
-    model = load_npz(path)
-  else:
-    raise ValueError(
-      f"hand model '{spec}': expected 'open', a MANO .pkl path or a handflow .npz path"
-    )
-  if model.side != side:
-    raise ValueError(f"hand model {path} is a {model.side} hand but side='{side}' was asked for")
-  return model

@@ -17,7 +17,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from handflow.hand import conventions, limits as hand_limits, rotations
+from handflow.hand import conventions, rotations
+from handflow.hand import limits as hand_limits
 
 BONES = tuple((p, c) for c, p in enumerate(conventions.OPENPOSE_PARENTS) if p >= 0)
 

@@ -75,6 +75,10 @@ class Forward:
 class UST(base.MethodBase):
   name = "ust"
   title = "UST-Hand"
+  report_labels = {
+    "refined/": "stage-2 refined joints, trained",
+    "stage1/": "stage-1 modes triangulated, trained",
+  }
 
   def __init__(self, config):
     m = config.model
@@ -123,7 +127,7 @@ class UST(base.MethodBase):
     p2 = self.point_mesh_net.init(r2, geom, z(1, t, 21, s, c), jnp.ones((1, t, 21, s), bool))
     return {"hypothesis_net": p1, "point_mesh_net": p2}, {}
 
-  def _hypotheses(self, params, batch, rng, k):
+  def hypotheses(self, params, batch, rng, k):
     """Per-image outputs and hypotheses (crop units), shapes [b, t, v, 21, ...]."""
     img = batch["images"]
     b, t, v, size = img.shape[:4]
@@ -163,7 +167,7 @@ class UST(base.MethodBase):
 
   def forward(self, params, batch, rng, k=None) -> Forward:
     k = self.k if k is None else k
-    s1 = self._hypotheses(params, batch, rng, k)
+    s1 = self.hypotheses(params, batch, rng, k)
     size = s1["size"]
     b, t, v = s1["mu"].shape[:3]
     P = cameras.projection_matrix(batch["K"], batch["T_cam_world"])
@@ -215,9 +219,9 @@ class UST(base.MethodBase):
   # ---------------------------------------------------------------------------------------
   def predict(self, params, extra, batch, rng=None, k=None):
     """World keypoints and mesh (metres); stage 2's refined joints and the triangulated
-    stage-1 modes; the per-view 2D mode and hypotheses (crop pixels) with the hypotheses'
-    log-densities; the 3D point cloud and a per-joint uncertainty (the RMS distance of the
-    joint's valid hypothesis points from their mean, metres)."""
+    stage-1 modes; per view the soft-argmax mu, the flow's mode and hypotheses (crop pixels)
+    with the hypotheses' log-densities; the 3D point cloud and a per-joint uncertainty (the RMS
+    distance of the joint's valid hypothesis points from their mean, metres)."""
     del extra
     rng = jax.random.key(0) if rng is None else rng
     out = self.forward(params, batch, rng, k)
@@ -227,6 +231,7 @@ class UST(base.MethodBase):
       vertices=out.vertices,
       refined_joints=out.refined,
       stage1_joints=out.points[..., 0, :],
+      uv_mu=out.mu * size,
       uv_mode=out.hyp[..., 0, :] * size,
       uv_hypotheses=out.hyp[..., 1:, :] * size,
       uv_log_lik=out.log_lik[..., 1:],
@@ -238,5 +243,5 @@ class UST(base.MethodBase):
   def uv_log_density(self, params, extra, batch, uv_px):
     """log p(uv | image) [b, t, v, 21] of crop-pixel positions uv [b, t, v, 21, 2]."""
     del extra
-    s1 = self._hypotheses(params, batch, jax.random.key(0), 1)
+    s1 = self.hypotheses(params, batch, jax.random.key(0), 1)
     return self.log_density(s1, uv_px / s1["size"])

@@ -35,7 +35,8 @@ def overlay_png(
   the ground truth keypoints (white crosses) and each joint's 2D hypotheses (dots).
 
   batch: a NumPy batch of the pipeline (normalised images, K, T_cam_world, optional uv);
-  pred: `UST.predict`'s outputs for it (vertices, joints, uv_hypotheses)."""
+  pred: a method's `predict` outputs for it (vertices and joints [b, t, ..., 3] world; optional
+  uv_hypotheses [b, t, v, 21, k, 2] crop pixels)."""
   from matplotlib.collections import PolyCollection
 
   v = min(views, batch["images"].shape[2])
@@ -58,10 +59,11 @@ def overlay_png(
     ax.add_collection(
       PolyCollection(uv_v[faces[order]], facecolor=(0.3, 0.6, 1.0, 0.25), edgecolor="none")
     )
-    hyp = pred["uv_hypotheses"][clip, frame, i]  # [21, K, 2]
+    hyp = pred["uv_hypotheses"][clip, frame, i] if "uv_hypotheses" in pred else None  # [21, K, 2]
     for j in range(21):
       c = colours((j - 1) // 4 % 10 if j else 0)
-      ax.scatter(hyp[j, :, 0], hyp[j, :, 1], s=1.5, color=c, alpha=0.5)
+      if hyp is not None:
+        ax.scatter(hyp[j, :, 0], hyp[j, :, 1], s=1.5, color=c, alpha=0.5)
       if parents[j] >= 0:
         p = parents[j]
         ax.plot([uv_j[j, 0], uv_j[p, 0]], [uv_j[j, 1], uv_j[p, 1]], color=c, lw=1.2)
@@ -79,7 +81,9 @@ def overlay_png(
   return _png(plt, fig)
 
 
-def curve_png(rows: list[dict], final: dict) -> bytes:
+def curve_png(rows: list[dict], final: dict, curves, reference=None) -> bytes:
+  """The loss and its terms against the step; the periodic validation metrics `curves`
+  [(key in rows, label)], with `reference` (key in `final`, label) as a horizontal line."""
   plt, (fig, axes) = _figure(1, 2, figsize=(11, 3.8))
   train_rows = [r for r in rows if "loss" in r]
   steps = np.array([r["step"] for r in train_rows])
@@ -92,19 +96,13 @@ def curve_png(rows: list[dict], final: dict) -> bytes:
   axes[0].set_xlabel("step")
   axes[0].set_title("training loss and its terms (weighted total, raw terms)", fontsize=9)
   axes[0].legend(fontsize=6, ncol=2)
-  ev = [r for r in rows if "eval/hanco/MPJPE" in r]
-  if ev:
-    s = [r["step"] for r in ev]
-    for key, label in (
-      ("eval/hanco/MPJPE", "HanCo MPJPE"),
-      ("eval/rootrel/MPJPE", "root-rel MPJPE"),
-    ):
-      axes[1].plot(s, [r[key] for r in ev], marker="o", label=f"UST-Hand {label}")
-    teacher = final.get("teacher/hanco/MPJPE")
-    if teacher is not None:
-      axes[1].axhline(teacher, color="k", ls="--", lw=1, label="teacher HanCo MPJPE")
-    axes[1].set_xlabel("step")
-    axes[1].set_ylabel("mm")
-    axes[1].legend(fontsize=7)
-  axes[1].set_title("test split during training", fontsize=9)
+  for key, label in curves:
+    ev = [r for r in rows if key in r]
+    if ev:
+      axes[1].plot([r["step"] for r in ev], [r[key] for r in ev], marker="o", label=label)
+  if reference is not None and final.get(reference[0]) is not None:
+    axes[1].axhline(final[reference[0]], color="k", ls="--", lw=1, label=reference[1])
+  axes[1].set_xlabel("step")
+  axes[1].legend(fontsize=7)
+  axes[1].set_title("validation split during training", fontsize=9)
   return _png(plt, fig)
