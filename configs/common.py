@@ -78,13 +78,13 @@ def base(arg, **method_args):
   c.optim.name = "adamw"
   c.optim.learning_rate = 3e-4
   c.optim.weight_decay = 1e-4
-  c.optim.no_decay = []  # patterns kept out of weight decay (besides biases and norm scales)
+  c.optim.no_decay = ()  # patterns kept out of weight decay (besides biases and norm scales)
   c.optim.schedule = "cosine"
   c.optim.warmup_steps = 100
   c.optim.end_factor = 0.01
   c.optim.grad_clip = 1.0
-  c.optim.lr_mults = []  # [(pattern, multiplier)]: first match wins; 0 freezes
-  c.optim.frozen = []  # patterns of leaves that never move (no optimiser state)
+  c.optim.lr_mults = ()  # [(pattern, multiplier)]: first match wins; 0 freezes
+  c.optim.frozen = ()  # patterns of leaves that never move (no optimiser state)
   c.optim.layer_decay = ml_collections.ConfigDict(
     {
       "rate": 1.0,
@@ -110,8 +110,8 @@ def base(arg, **method_args):
       "workdir": "",  # a run or checkpoint directory; empty: no fine-tuning
       "step": -1,  # -1: the newest checkpoint
       "tree": "params",  # which saved tree: "params" or e.g. "extra/teacher"
-      "dont_load": [],  # patterns of this model's leaves left at their initial values
-      "rename": [],  # [(pattern, replacement)]: this model's path -> the checkpoint's
+      "dont_load": (),  # patterns of this model's leaves left at their initial values
+      "rename": (),  # [(pattern, replacement)]: this model's path -> the checkpoint's
     }
   )
   c.compute_dtype = "float32"  # "bfloat16" on TPU

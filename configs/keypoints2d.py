@@ -16,7 +16,7 @@ def get_config(arg=None):
   c, arg = common.base(arg)
   c.method = "keypoints2d"
   c.model = ml_collections.ConfigDict({"width": 32, "depth": 4})
-  c.evaluators = ml_collections.ConfigDict({"uv2d": {"rows": [["", "uv"]], "teacher": True}})
+  c.evaluators = ml_collections.ConfigDict({"uv2d": {"rows": (("", "uv"),), "teacher": True}})
   if arg.variant == "default":
     c.num_steps, c.eval_every, c.checkpoint.every = 300, 100, 100
     c.optim.learning_rate, c.optim.warmup_steps = 2e-3, 20

@@ -64,16 +64,16 @@ def get_config(arg=None):
   c.evaluators = ml_collections.ConfigDict(
     {
       "pose3d": {
-        "protocols": ["hanco", "rootrel"],
-        "rows": [
-          ["", "joints", "vertices"],
-          ["refined/", "refined_joints", ""],
-          ["stage1/", "stage1_joints", ""],
-        ],
+        "protocols": ("hanco", "rootrel"),
+        "rows": (
+          ("", "joints", "vertices"),
+          ("refined/", "refined_joints", ""),
+          ("stage1/", "stage1_joints", ""),
+        ),
         "teacher": True,
       },
-      "uv2d": {"rows": [["stage1/", "uv_mu"]], "teacher": True},
-      "calibration": {"levels": [0.5, 0.9]},
+      "uv2d": {"rows": (("stage1/", "uv_mu"),), "teacher": True},
+      "calibration": {"levels": (0.5, 0.9)},
     }
   )
 

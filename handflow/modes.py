@@ -76,6 +76,8 @@ def run(mode: str, config, workdir):
     probe = sharding.global_batch(next(iter(test())), mesh)
     trained = train.restore_for_inference(config, method, workdir, probe, mesh)
   untrained = jax.jit(method.init)(jax.random.key(int(config.seed)), probe)
+  # On the trained model's shardings, so that the compiled statistics serve both models.
+  untrained = jax.device_put(untrained, jax.tree.map(lambda x: x.sharding, trained))
   return report.write(config, workdir, method, trained, untrained, test, stats_fn, mesh)
 
 

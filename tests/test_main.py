@@ -9,6 +9,9 @@ import sys
 import numpy as np
 import pytest
 
+from configs import ust
+from handflow import modes
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -50,12 +53,14 @@ def test_tiny_ust_trains_reports_evaluates_and_predicts(tmp_path):
   for png in ("overlay.png", "training_curve.png"):
     assert (wd / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert "teacher: pseudo-labels triangulated" in (wd / "results.md").read_text()
-  # eval re-reports the newest checkpoint; predict writes the test split's outputs.
-  r = _main("--config=configs/ust.py:tiny,K=3", "--config.seed=7", "--mode=eval", *common)
-  assert r.returncode == 0, r.stderr[-3000:]
+  # eval re-reports the newest checkpoint; predict writes the test split's outputs. In this
+  # process (the entry only dispatches to modes.run): one subprocess per method, not per mode.
+  config = ust.get_config("tiny,K=3")
+  config.seed, config.data.data_dir = 7, str(tmp_path / "tfds")
+  again = modes.run("eval", config, wd)
+  assert again["trained"] == results["trained"]
   assert json.loads((wd / "results.json").read_text())["trained"] == results["trained"]
-  r = _main("--config=configs/ust.py:tiny,K=3", "--mode=predict", *common)
-  assert r.returncode == 0, r.stderr[-3000:]
+  modes.run("predict", config, wd)
   with np.load(wd / "predictions-000.npz") as pred:
     assert sorted(pred["clip_id"].tolist()) == [0, 1]  # the 2 test clips, padding dropped
     assert pred["joints"].shape == (2, 2, 21, 3) and pred["vertices"].shape == (2, 2, 1669, 3)
