@@ -65,7 +65,8 @@ def run(mode: str, config, workdir):
     probe = sharding.global_batch(next(iter(test())), mesh)
     params, extra = train.restore_for_inference(config, method, workdir, probe, mesh)
     return write_predictions(method, params, extra, test, mesh, workdir)
-  stats_fn = evaluators.make_stats_fn(method, evaluators.from_config(config), mesh)
+  evals = evaluators.from_config(config)
+  stats_fn = evaluators.make_stats_fn(method, evals, mesh)
   if mode == "train":
     val = split_batches(config, "eval")
     evaluate = lambda params, extra: evaluators.evaluate(stats_fn, params, extra, val(), mesh)
@@ -78,7 +79,7 @@ def run(mode: str, config, workdir):
   untrained = jax.jit(method.init)(jax.random.key(int(config.seed)), probe)
   # On the trained model's shardings, so that the compiled statistics serve both models.
   untrained = jax.device_put(untrained, jax.tree.map(lambda x: x.sharding, trained))
-  return report.write(config, workdir, method, trained, untrained, test, stats_fn, mesh)
+  return report.write(config, workdir, method, trained, untrained, test, evals, stats_fn, mesh)
 
 
 def write_predictions(method, params, extra, batches, mesh, workdir):

@@ -140,11 +140,18 @@ def _scale_by_tree(mults) -> optax.GradientTransformation:
 def make_optimizer(cfg, num_steps: int, params=None, labels=None) -> optax.GradientTransformation:
   sched = schedule(cfg, num_steps)
   name = cfg.get("name", "adamw")
-  if params is None:
-    params_free = True
-    mults = frozen = decay = None
+  if params is None:  # no tree to group: optax resolves the decay mask on the parameters
+    if (
+      cfg.get("lr_mults", ())
+      or cfg.get("frozen", ())
+      or (cfg.get("layer_decay", None) or {}).get("rate", 1.0) != 1.0
+    ):
+      raise OptimConfigError(
+        "optim.lr_mults / frozen / layer_decay need the parameter tree: pass params"
+      )
+    decay = lambda p: leaf_groups(cfg, p)[3]
+    mults = frozen = None
   else:
-    params_free = False
     _, mults, frozen, decay = leaf_groups(cfg, params, labels)
   if name == "adamw":
     opt = optax.adamw(
@@ -153,7 +160,7 @@ def make_optimizer(cfg, num_steps: int, params=None, labels=None) -> optax.Gradi
       b2=float(cfg.get("b2", 0.999)),
       eps=float(cfg.get("eps", 1e-8)),
       weight_decay=float(cfg.weight_decay),
-      mask=(lambda p: jax.tree.map(lambda x: jnp.ndim(x) >= 2, p)) if params_free else decay,
+      mask=decay,
     )
   elif name == "sgd":
     opt = optax.sgd(sched, momentum=float(cfg.get("momentum", 0.9)) or None)
@@ -164,10 +171,10 @@ def make_optimizer(cfg, num_steps: int, params=None, labels=None) -> optax.Gradi
   if clip > 0:
     parts.append(optax.clip_by_global_norm(clip))
   parts.append(opt)
-  if not params_free and any(m != 1.0 for m in jax.tree.leaves(mults)):
+  if mults is not None and any(m != 1.0 for m in jax.tree.leaves(mults)):
     parts.append(_scale_by_tree(mults))
   tx = optax.chain(*parts) if len(parts) > 1 else opt
-  if not params_free and any(jax.tree.leaves(frozen)):
+  if frozen is not None and any(jax.tree.leaves(frozen)):
     if all(jax.tree.leaves(frozen)):
       raise OptimConfigError("optim.frozen / lr_mults freeze every parameter: nothing would train")
     labels_tf = jax.tree.map(lambda f: "frozen" if f else "train", frozen)

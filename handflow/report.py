@@ -1,10 +1,12 @@
 """What a run reports: the test split scored once, against the untrained model and the teacher.
 
-  results = write(config, workdir, method, trained, untrained, test_batches, stats_fn, mesh)
+  results = write(config, workdir, method, trained, untrained, test_batches, evals, stats_fn,
+                  mesh)
 
-`trained` and `untrained` are (params, extra) pairs; `stats_fn` is the evaluators' compiled
-statistics (`eval.evaluators.make_stats_fn`). One pass over the test split scores both models
-(the same batches, no model choice made on them) and keeps its first batch for the overlay.
+`trained` and `untrained` are (params, extra) pairs; `stats_fn` is the compiled statistics
+(`eval.evaluators.make_stats_fn`) of the evaluators `evals`. One pass over the test split scores
+both models (the same batches, no model choice made on them) and keeps its first batch for the
+overlay.
 Writes into the workdir (process 0; whole files or nothing):
 - results.json: every metric of the trained and the untrained model (same seed, no training);
 - results.md: the tables (a row per model and per extra row of the `pose3d` evaluator, a column
@@ -114,9 +116,8 @@ def score_once(stats_fn, models: dict, batches, mesh):
   return results, first
 
 
-def write(config, workdir, method, trained, untrained, test_batches, stats_fn, mesh) -> dict:
+def write(config, workdir, method, trained, untrained, test_batches, evals, stats_fn, mesh) -> dict:
   workdir = epath.Path(workdir)
-  evals = evaluators_lib.from_config(config)
   results, batch = score_once(
     stats_fn, {"trained": trained, "untrained": untrained}, test_batches(), mesh
   )

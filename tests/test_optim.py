@@ -134,3 +134,8 @@ def test_layer_decay_and_no_decay_by_name():
     optim.make_optimizer(_groups_cfg(frozen=[".*"]), 10, params)
   with pytest.raises(optim.OptimConfigError, match="optim.frozen: '\\(' is not a regular"):
     optim.make_optimizer(_groups_cfg(frozen=["("]), 10, params)
+
+
+def test_groups_without_the_parameter_tree_are_refused():
+  with pytest.raises(optim.OptimConfigError, match="need the parameter tree"):
+    optim.make_optimizer(_groups_cfg(frozen=["b"]), 10)

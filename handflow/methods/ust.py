@@ -153,15 +153,16 @@ class UST(base.MethodBase):
       out.update(flow_ctx=None, flow_weights=None)
     return dict(out, hyp=hyp, log_lik=log_lik)
 
-  def log_density(self, out, u):
-    """log p(u | image) [b, t, v, 21] of positions u [b, t, v, 21, 2] (crop units); `out` is a
-    `Forward` or `_hypotheses`' dict."""
-    get = (lambda k: out[k]) if isinstance(out, dict) else (lambda k: getattr(out, k))
-    mu, sigma = get("mu"), get("sigma")
+  def log_density(self, out: Forward, u):
+    """log p(u | image) [b, t, v, 21] of positions u [b, t, v, 21, 2] (crop units)."""
+    return self.density_at(out.mu, out.sigma, out.flow_ctx, out.flow_weights, u)
+
+  def density_at(self, mu, sigma, flow_ctx, flow_weights, u):
+    """The same from the per-image outputs: mu, sigma [b, t, v, 21, 2] and the flow's context."""
     r = (u - mu) / sigma
     log_sigma = jnp.sum(jnp.log(sigma), -1)
     if self.use_flow:
-      dist = flow.distribution(get("flow_ctx"), get("flow_weights"))
+      dist = flow.distribution(flow_ctx, flow_weights)
       return dist.log_prob(r.reshape((-1, 21, 2))).reshape(r.shape[:-1]) - log_sigma
     return -jnp.sum(jnp.abs(r), -1) - jnp.sum(jnp.log(2.0 * sigma), -1)
 
@@ -244,4 +245,5 @@ class UST(base.MethodBase):
     """log p(uv | image) [b, t, v, 21] of crop-pixel positions uv [b, t, v, 21, 2]."""
     del extra
     s1 = self.hypotheses(params, batch, jax.random.key(0), 1)
-    return self.log_density(s1, uv_px / s1["size"])
+    args = (s1["mu"], s1["sigma"], s1["flow_ctx"], s1["flow_weights"])
+    return self.density_at(*args, uv_px / s1["size"])
