@@ -6,7 +6,7 @@ here; the method's file sizes its model per variant.
 
 Variants: default (synthetic data sized for a 2-core CPU), tiny (tests), hanco, dexycb, ho3d
 (real data from config.data.manual_dir; paper-scale loop). Arg keys shared by every method:
-views, frames (0 keeps the variant's).
+views, frames (0 keeps the variant's), labels (the simulated detector's preset).
 
 Splits: training reads `data.train_split`, training-time evaluation `data.eval_split`
 (validation: model choices are made there), the final report and predict `data.test_split`,
@@ -14,16 +14,21 @@ once. Datasets without a validation split carve one out of train with TFDS slice
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from handflow import config_arg
 
 VARIANTS = ("default", "tiny", "hanco", "dexycb", "ho3d")
 REAL = ("hanco", "dexycb", "ho3d")
+DETECTOR_KEYS = (
+  "noise", "occluded_scale", "outlier_rate", "jump", "swap_rate", "flip_rate", "missing_rate",
+  "view_miss_rate", "event_rate", "cone_deg", "persist", "confident_rate", "conf_noise",
+)  # fmt: skip
 
 
 def base(arg, **method_args):
   """(config, parsed arg) with everything but the method's model, losses and evaluators."""
-  arg = config_arg.parse(arg, variants=VARIANTS, views=0, frames=0, **method_args)
+  arg = config_arg.parse(arg, variants=VARIANTS, views=0, frames=0, labels="", **method_args)
   c = ml_collections.ConfigDict()
   c.method = ""
   c.variant = arg.variant
@@ -57,17 +62,14 @@ def base(arg, **method_args):
   c.data.clips = ml_collections.ConfigDict({"train": 400, "validation": 40, "test": 80})
   c.data.occluder_rate = 0.15
   c.data.seed = 0
-  # The simulated 2D detector (handflow.data.pseudo_labels.DetectorConfig): sweep these.
+  # 2D pseudo-labels of datasets that ship none: the simulated detector
+  # (handflow.data.pseudo_labels), a preset (clean, iid, default, hard, mediapipe; arg key
+  # `labels`) with any of its keys set over it (None keeps the preset's value).
   c.data.pseudo_labels = ml_collections.ConfigDict(
-    {
-      "noise": 0.02,
-      "outlier_rate": 0.03,
-      "swap_rate": 0.02,
-      "flip_rate": 0.01,
-      "missing_rate": 0.02,
-      "occluded_scale": 3.0,
-    }
+    {"source": "simulated", "preset": arg.labels or "default"}
   )
+  for name in DETECTOR_KEYS:
+    c.data.pseudo_labels[name] = config_dict.placeholder(float)
   c.data.supervised = False  # True lets training read ground truth (supervised baselines only)
 
   c.batch_size = 4  # clips (x frames x views images)

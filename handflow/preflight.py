@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
+from handflow.data import pseudo_labels
 from handflow.hand import conventions, kernel, loader
 
 
@@ -60,10 +61,29 @@ def check_hand_model(config: ml_collections.ConfigDict) -> dict:
   }
 
 
+def check_mesh_evaluation(config: ml_collections.ConfigDict):
+  """Real benchmarks' ground-truth meshes are MANO's: a mesh row scored with the open hand
+  would have no MPVPE. Refuse it rather than drop the column silently."""
+  from handflow.data import prepare
+
+  pose = (config.get("evaluators", None) or {}).get("pose3d", None)
+  if pose is None or config.data.name not in prepare.MANUAL or config.hand.model != "open":
+    return
+  if any(row[2] for row in pose.get("rows", ())):
+    raise ValueError(
+      f"{config.data.name}'s ground-truth meshes are MANO's: MPVPE needs "
+      "--config.hand.model=/path/to/MANO_RIGHT.pkl (or rows without a vertices key in "
+      "config.evaluators.pose3d.rows)"
+    )
+
+
 def run(config: ml_collections.ConfigDict, workdir) -> dict:
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   save_config(config, workdir)
+  if config.get("data") is not None and "pseudo_labels" in config.data:
+    pseudo_labels.from_config(config.data.pseudo_labels)  # a bad preset or key fails here
+  check_mesh_evaluation(config)
   summary = check_hand_model(config)
   (workdir / "hand_model.json").write_text(json.dumps(summary, indent=2) + "\n")
   return summary

@@ -28,12 +28,14 @@ import numpy as np
 from etils import epath
 
 from handflow import files, sharding, writers
+from handflow.data import label_stats
 from handflow.eval import evaluators as evaluators_lib
 from handflow.eval import metrics, protocols
 from handflow.viz import figures
 
 TEACHER = "teacher: pseudo-labels triangulated"
 CALIB = ("calib/2d_50", "calib/2d_90", "calib/3d_50", "calib/3d_90")
+LABELS = ("labels/wrong_downweighted", "labels/right_downweighted")
 
 
 def _write(path: epath.Path, data: bytes):
@@ -87,11 +89,30 @@ def tables(title, evals, trained: dict, untrained: dict, labels: dict) -> str:
     for k in uv:
       name = "pseudo-labels (teacher), detected keypoints" if k.startswith("teacher/") else k
       lines.append(f"| {name} | {_fmt(trained[k], 2)} | {_fmt(untrained.get(k), 2)} |")
+  versus = [
+    ("all", "joints the teacher triangulates"),
+    ("hard", "joints the teacher misses by > 20 mm"),
+    ("no_teacher", "joints fewer than two views detected"),
+  ]
+  if any(f"versus/{k}/model" in trained for k, _ in versus):
+    lines += ["", "## Model and teacher on the same joints (world frame, no alignment, mm)", ""]
+    lines += ["| joints | model | teacher | model / teacher |", "|---|---|---|---|"]
+    for key, name in versus:
+      m, t = trained.get(f"versus/{key}/model"), trained.get(f"versus/{key}/teacher")
+      ratio = m / t if m is not None and t else None
+      lines.append(f"| {name} | {_fmt(m)} | {_fmt(t)} | {_fmt(ratio, 2)} |")
+  labels_keys = [k for k in LABELS if k in trained]
+  if labels_keys:
+    lines += ["", "## Pseudo-labels the trained model down-weights (< half their confidence)", ""]
+    lines += ["| labels | share |", "|---|---|"]
+    for k in labels_keys:
+      what = "wrong (> 10% of the hand's size off)" if "wrong" in k else "right (< 3% off)"
+      lines.append(f"| {what} | {_fmt(trained[k], 3)} |")
   calib = [k for k in CALIB if k in trained]
   if calib:
     lines += [
       "",
-      "## Uncertainty calibration (fraction of ground truth inside the hypotheses' region)",
+      "## Uncertainty calibration (fraction of ground truth inside the predicted region)",
       "",
       "| region | trained | untrained | ideal |",
       "|---|---|---|---|",
@@ -102,11 +123,48 @@ def tables(title, evals, trained: dict, untrained: dict, labels: dict) -> str:
   return f"# {title}: test split, scored once\n\n" + "\n".join(lines) + "\n"
 
 
-def score_once(stats_fn, models: dict, batches, mesh):
+def _labels_name(config) -> str:
+  pl = config.data.get("pseudo_labels", None)
+  if pl is None:
+    return "dataset's labels"
+  if pl.get("source", "simulated") == "mediapipe":
+    return "MediaPipe (or simulated where its environment is missing)"
+  return f"simulated, preset {pl.get('preset', 'default')}"
+
+
+def stability(evals, rows: list, trained: dict) -> str:
+  """The final test value against the best validation-time one (late divergence), and MPVPE
+  against MPJPE."""
+  pose, _ = _pose_columns(evals)
+  if pose is None:
+    return ""
+  p = pose.protocols[0]
+  key = f"{p}/MPJPE"
+  name = f"eval/{key}"
+  seen = [(r[name], r["step"]) for r in rows if np.isfinite(r.get(name, np.nan))]
+  out = ["", "## Training stability", ""]
+  if seen:
+    best, step = min(seen)
+    final = trained.get(key, float("nan"))
+    out.append(
+      f"- best validation {key} during training: {best:.1f} mm (step {step}); final test "
+      f"{final:.1f} mm; ratio {final / best:.2f}"
+    )
+  mpvpe = trained.get(f"{p}/MPVPE")
+  if mpvpe is not None and np.isfinite(mpvpe):
+    out.append(f"- test {p} MPVPE / MPJPE: {mpvpe / trained[key]:.2f}")
+  return "\n".join(out) + "\n" if len(out) > 3 else ""
+
+
+def score_once(stats_fn, models: dict, batches, mesh, labels=None):
   """{name: dataset metrics} of each (params, extra) in `models` over one pass of `batches`,
-  and the first global batch (for figures)."""
+  and the first global batch (for figures). `labels`: a list that collects this host's real
+  clips' (uv_pl, conf, uv) for the pseudo-label statistics."""
   totals, first = {}, None
   for local in batches:
+    if labels is not None and "uv" in local:
+      real = np.asarray(local["mask"]) > 0
+      labels.append(tuple(np.asarray(local[k])[real] for k in ("uv_pl", "conf", "uv")))
     batch = sharding.global_batch(local, mesh)
     first = batch if first is None else first
     for name, (params, extra) in models.items():
@@ -118,14 +176,25 @@ def score_once(stats_fn, models: dict, batches, mesh):
 
 def write(config, workdir, method, trained, untrained, test_batches, evals, stats_fn, mesh) -> dict:
   workdir = epath.Path(workdir)
+  collected = []
   results, batch = score_once(
-    stats_fn, {"trained": trained, "untrained": untrained}, test_batches(), mesh
+    stats_fn, {"trained": trained, "untrained": untrained}, test_batches(), mesh, collected
   )
   if jax.process_index() != 0:
     return results
   title = getattr(method, "title", config.method)
   text = tables(title, evals, results["trained"], results["untrained"],
                 getattr(method, "report_labels", {}))  # fmt: skip
+  rows = writers.read_jsonl(workdir)
+  text += stability(evals, rows, results["trained"])
+  if collected:
+    stats = label_stats.statistics(*(np.concatenate(x) for x in zip(*collected, strict=True)))
+    results["pseudo_labels"] = stats
+    text += (
+      "\n## The pseudo-labels of the test split (this host's clips; crop pixels)\n\n"
+      + label_stats.table({_labels_name(config): stats})
+      + "\n"
+    )
   _write(workdir / "results.json", json.dumps(results, indent=1, sort_keys=True).encode())
   _write(workdir / "results.md", text.encode())
   print(text)
@@ -134,7 +203,6 @@ def write(config, workdir, method, trained, untrained, test_batches, evals, stat
     batch = jax.device_get(batch)
     caption = f"{title}: test clip 0, frame 0"
     _write(workdir / "overlay.png", figures.overlay_png(method.model, batch, pred, title=caption))
-  rows = writers.read_jsonl(workdir)
   if rows:
     pose, _ = _pose_columns(evals)
     if pose is not None:

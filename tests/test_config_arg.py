@@ -35,5 +35,6 @@ def test_ust_variants():
   for v in ("hanco", "dexycb", "ho3d"):
     c = ust.get_config(v)
     assert c.data.name == v and c.data.crop_size == 256 and c.model.backbone_depth == 50
-  assert ust.get_config("flow=false,views=4").model.flow is False
+  assert ust.get_config("flow=false,views=4").model.head == "laplace"
+  assert ust.get_config("head=l1").model.head == "l1"
   assert ust.get_config("views=4").data.views == 4

@@ -87,6 +87,8 @@ def test_tiny_ust_trains_reports_evaluates_and_predicts(tmp_path):
       "names MANO vertex ids",
     ),
     (["--config=configs/ust.py", "--workdir=W", "--mode=eval"], "needs a trained checkpoint"),
+    (["--config=configs/ust.py:labels=nope", "--workdir=W"], "unknown pseudo-label preset 'nope'"),
+    (["--config=configs/ust.py:hanco", "--workdir=W"], "ground-truth meshes are MANO's"),
   ],
 )
 def test_bad_input_gets_one_line(tmp_path, args, match):

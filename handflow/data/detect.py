@@ -70,13 +70,17 @@ def ensure_venv(venv: pathlib.Path) -> pathlib.Path:
   return python
 
 
-def run(dataset, root, *, venv=DEFAULT_VENV, overwrite=False, limit=0) -> dict:
-  jobs = [(i, o) for i, o in images(dataset, root) if overwrite or not o.exists()]
-  if limit:
-    jobs = jobs[:limit]
+def run_jobs(jobs, *, venv=DEFAULT_VENV, create=True) -> dict:
+  """MediaPipe over [(image, labels path)] in its environment; each label file is written
+  atomically by the worker, so an interrupted run leaves no half-written file and a rerun
+  resumes with the images still missing labels. `create=False`: a missing environment is a
+  FileNotFoundError (nothing is installed)."""
   if not jobs:
     return {"images": 0, "missed": 0}
-  python = ensure_venv(pathlib.Path(venv).expanduser())
+  venv = pathlib.Path(venv).expanduser()
+  if not create and not (venv / "bin" / "python").is_file():
+    raise FileNotFoundError(f"no MediaPipe environment at {venv} (python -m handflow.data.detect)")
+  python = ensure_venv(venv)
   with tempfile.TemporaryDirectory() as tmp:
     path = pathlib.Path(tmp) / "jobs.jsonl"
     path.write_text(
@@ -88,6 +92,13 @@ def run(dataset, root, *, venv=DEFAULT_VENV, overwrite=False, limit=0) -> dict:
       f"MediaPipe worker failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}"
     )
   return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(dataset, root, *, venv=DEFAULT_VENV, overwrite=False, limit=0) -> dict:
+  jobs = [(i, o) for i, o in images(dataset, root) if overwrite or not o.exists()]
+  if limit:
+    jobs = jobs[:limit]
+  return run_jobs(jobs, venv=venv)
 
 
 def main(argv=None):

@@ -66,18 +66,47 @@ def crop_size(config) -> int:
 
 
 def detector_config(config) -> pseudo_labels.DetectorConfig:
-  pl = config.data.get("pseudo_labels", None)
-  return pseudo_labels.DetectorConfig(**(pl.to_dict() if pl is not None else {}))
+  return pseudo_labels.from_config(config.data.get("pseudo_labels", None))
+
+
+_SAID = set()
+
+
+def _detected(config, split):
+  """MediaPipe's labels of synthetic_hands' split ({clip_id: (uv, conf)}), or None (then the
+  simulated detector is used, said once)."""
+  source = config.data.get("pseudo_labels", {}).get("source", "simulated")
+  if source != "mediapipe" or config.data.name != "synthetic_hands":
+    return None
+  from handflow.data import detected_labels
+
+  labels = detected_labels.load(prepare.dataset_builder(config), base_split(split))
+  if labels is None and "mediapipe" not in _SAID:
+    _SAID.add("mediapipe")
+    print(
+      "handflow: no MediaPipe environment (python -m handflow.data.detect creates it): using "
+      f"the simulated detector, preset '{config.data.pseudo_labels.preset}'",
+      flush=True,
+    )
+  return labels
 
 
 def _pseudo_labels_fn(config, split):
   det = detector_config(config)
   seed = int(config.data.get("seed", 0))
+  detected = _detected(config, split)
 
-  def fn(uv, visible, clip_id):
-    out = pseudo_labels.simulate(
-      uv, visible, det, key=(seed, SPLIT_IDS.get(base_split(split), 9), int(clip_id))
-    )
+  def fn(uv, visible, T_cam_world, clip_id):
+    if detected is not None:  # real detections of these renders (MediaPipe)
+      if int(clip_id) not in detected:
+        raise DataError(f"no MediaPipe labels for clip {int(clip_id)} of split '{split}'")
+      pl, conf = detected[int(clip_id)]
+      v = uv.shape[1]
+      return pl[:, :v].astype(np.float32), conf[:, :v].astype(np.float32)
+    # Coherent failures spread over views whose optical axes (world) are close.
+    axes = T_cam_world[0, :, 2, :3]
+    key = (seed, SPLIT_IDS.get(base_split(split), 9), int(clip_id))
+    out = pseudo_labels.simulate(uv, visible, det, key=key, view_axes=axes)
     return out.uv, out.confidence
 
   return fn
@@ -146,7 +175,7 @@ def _example_fn(config, split, train, seed):
     if "uv_pl" in ex:  # the dataset's own pseudo-labels (a real 2D detector)
       uv_pl, conf = sl(ex["uv_pl"]), sl(ex["conf"])
     else:
-      uv_pl, conf = tf.numpy_function(pl_fn, [uv, visible, clip_id], [tf.float32, tf.float32])
+      uv_pl, conf = tf.numpy_function(pl_fn, [uv, visible, T, clip_id], [tf.float32, tf.float32])
     t, v, in_hw = images.shape[0], images.shape[1], tuple(images.shape[2:4])
     uv_pl = tf.ensure_shape(uv_pl, [t, v, 21, 2])
     conf = tf.ensure_shape(conf, [t, v, 21])

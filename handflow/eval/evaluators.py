@@ -14,15 +14,22 @@ Metrics are per frame (b * t samples; padding masked). Config entries (a dict na
   ("stage1/", "stage1_joints", ""); keys `<prefix><protocol>/<metric>` (MPJPE, MPVPE, PA-*, mm).
   MPVPE needs ground-truth meshes (`verts`) with the predicted mesh's vertex count; real data's
   frames without a mesh fit (`has_verts` 0) are masked. `teacher`: the pseudo-labels
-  triangulated robustly (`methods.teacher.joints`, >= 2 views) as the row `teacher/`.
+  triangulated robustly (`methods.teacher.joints`, >= 2 views) as the row `teacher/`; and the
+  first row's joints against the teacher's on the same joints, in the world frame:
+  `versus/all/{model,teacher}` where the teacher triangulates, `versus/hard/...` where it is off
+  by more than 20 mm, `versus/no_teacher/model` where fewer than two views detected the joint
+  (a count of 0 gives NaN).
 - `uv2d` {rows, teacher}: mean 2D error against the ground truth in crop pixels for each row
   (prefix, uv key) as `<prefix>uv_err_px`; `teacher`: the pseudo-labels' own error over their
   detections as `teacher/uv_err_px`.
-- `calibration` {levels}: how often the ground truth lies inside the hypotheses' regions
-  (ideal: the level). 3D: the ball around the hypothesis points' mean (`points`, `points_valid`)
-  whose radius is the level's quantile of their distances, `calib/3d_<level>`; 2D, for methods
-  with a density (`method.uv_log_density`): the highest-density region thresholded at the
-  quantile of the K samples' log-densities (`uv_log_lik`), `calib/2d_<level>`.
+- `calibration` {levels}: how often the ground truth lies inside the predicted regions (ideal:
+  the level). 3D: the ball around the final keypoints (`joints`) whose radius is the predicted
+  RMS error (`uncertainty`) scaled to the level as for an isotropic Gaussian (`chi3_radius`),
+  `calib/3d_<level>`; 2D, for methods with a density (`method.uv_log_density`): the
+  highest-density region thresholded at the quantile of the K samples' log-densities
+  (`uv_log_lik`), `calib/2d_<level>`.
+- `labels` {wrong, right}: the share of wrong / right pseudo-labels a method's `label_weight`
+  pushes below half their confidence, `labels/{wrong,right}_downweighted`.
 
 Saving predictions is the entry's `predict` mode (`handflow.modes.write_predictions`), which
 runs the same `predict` over the test split and writes every output key.
@@ -31,6 +38,7 @@ runs the same `predict` over the test split and writes every output key.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +46,6 @@ import jax.numpy as jnp
 from handflow import sharding
 from handflow.eval import metrics, protocols
 from handflow.methods import teacher
-from handflow.models import point_cloud
 
 
 def _frames(x):
@@ -48,6 +55,9 @@ def _frames(x):
 
 def _frame_mask(batch):
   return jnp.repeat(batch["mask"], batch["images"].shape[1])
+
+
+HARD_M = 0.02  # a teacher joint off by more than this is a hard case (metres)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,10 +89,33 @@ class Pose3D:
       if jkey in pred:
         add(prefix, _frames(pred[jkey]), _frames(pred[vkey]) if vkey and vkey in pred else None)
     if self.teacher and batch["images"].shape[2] >= 2:
-      add("teacher/", _frames(teacher.joints(batch)), None)
+      x_t, valid_t = (_frames(a) for a in teacher.joints_and_valid(batch))
+      add("teacher/", x_t, None)
+      if self.rows and self.rows[0][1] in pred:
+        self._versus_teacher(_frames(pred[self.rows[0][1]]), x_t, valid_t, gt_j, dists, point_masks)
     if not dists:
       return None
     return metrics.batch_stats(dists, scores, _frame_mask(batch), point_masks)
+
+  @staticmethod
+  def _versus_teacher(pred_j, x_t, valid_t, gt_j, dists, point_masks):
+    """Model and teacher on the same joints, world frame (no alignment: both are in the
+    cameras' frame), `versus/<set>/<who>` for the joints the teacher triangulates (`all`),
+    those where it is off by more than HARD_M (`hard`), and the model alone where fewer than
+    two views detected the joint (`no_teacher/model`)."""
+    e_model = jnp.linalg.norm(pred_j - gt_j, axis=-1)  # [n, 21]
+    e_teacher = jnp.where(valid_t, jnp.linalg.norm(x_t - gt_j, axis=-1), 0.0)
+    sets = {
+      "all": valid_t,
+      "hard": valid_t & (e_teacher > HARD_M),
+      "no_teacher": ~valid_t,
+    }
+    for name, sel in sets.items():
+      for who, err in (("model", e_model), ("teacher", e_teacher)):
+        if name == "no_teacher" and who == "teacher":
+          continue
+        dists[f"versus/{name}/{who}"] = err
+        point_masks[f"versus/{name}/{who}"] = sel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,32 +135,67 @@ class Uv2D:
     return metrics.batch_stats({}, scores, _frame_mask(batch)) if scores else None
 
 
+def chi3_radius(level: float) -> float:
+  """r with P(|e| <= r * u / sqrt(3)) = level for an isotropic 3D Gaussian e whose RMS length is
+  u: sqrt of the chi-square (3 dof) quantile (bisection on its closed-form CDF)."""
+  cdf = lambda x: math.erf(math.sqrt(x / 2)) - math.sqrt(2 * x / math.pi) * math.exp(-x / 2)
+  lo, hi = 0.0, 100.0
+  for _ in range(100):
+    mid = (lo + hi) / 2
+    lo, hi = (mid, hi) if cdf(mid) < level else (lo, mid)
+  return math.sqrt((lo + hi) / 2)
+
+
 @dataclasses.dataclass(frozen=True)
 class Calibration:
   levels: tuple = (0.5, 0.9)
 
   def stats(self, method, params, extra, pred, batch):
-    if "points" not in pred:
-      return None
     res = {}
-    hyp, valid = pred["points"][..., 1:, :], pred["points_valid"][..., 1:]
-    _, centre = point_cloud.spread(hyp, valid)
-    d = jnp.linalg.norm(hyp - centre[..., None, :], axis=-1)
-    d_gt = jnp.linalg.norm(batch["xyz"] - centre, axis=-1)  # [b, t, 21]
+    if "uncertainty" in pred:
+      # 3D: the ball around the final keypoints whose radius is the predicted RMS error
+      # `uncertainty` [b, t, 21] scaled to the level under an isotropic Gaussian.
+      d_gt = jnp.linalg.norm(batch["xyz"] - pred["joints"], axis=-1)
+      for level in self.levels:
+        r = pred["uncertainty"] * chi3_radius(level) / math.sqrt(3.0)
+        res[f"calib/3d_{round(level * 100)}"] = _frames(jnp.mean(d_gt <= r, axis=-1))
     density = getattr(method, "uv_log_density", None)
-    lp_gt = None
     if density is not None and "uv_log_lik" in pred:
       lp_gt = density(params, extra, batch, batch["uv"])  # [b, t, v, 21]
-    for level in self.levels:
-      name = round(level * 100)
-      if lp_gt is not None:
+      for level in self.levels:
         q2 = jnp.quantile(pred["uv_log_lik"], 1.0 - level, axis=-1)
-        res[f"calib/2d_{name}"] = _frames(jnp.mean(lp_gt >= q2, axis=(2, 3)))
-      r3 = jnp.nanquantile(jnp.where(valid, d, jnp.nan), level, axis=-1)
-      inside = jnp.where(jnp.isfinite(r3), d_gt <= r3, False)
-      res[f"calib/3d_{name}"] = _frames(jnp.mean(inside, axis=-1))
+        res[f"calib/2d_{round(level * 100)}"] = _frames(jnp.mean(lp_gt >= q2, axis=(2, 3)))
+    if not res:
+      return None
     res = {k: v.astype(jnp.float32) for k, v in res.items()}
     return metrics.batch_stats({}, res, _frame_mask(batch))
+
+
+@dataclasses.dataclass(frozen=True)
+class Labels:
+  """How the method weighs the pseudo-labels (`label_weight [b, t, v, 21]` from predict):
+  `labels/wrong_downweighted` is the share of wrong labels (off by more than `wrong` x the
+  hand's 2D size from the ground truth) whose weight fell below half their confidence;
+  `labels/right_downweighted` the same for right ones (within `right` x the size)."""
+
+  wrong: float = 0.1
+  right: float = 0.03
+
+  def stats(self, method, params, extra, pred, batch):
+    del method, params, extra
+    if "label_weight" not in pred:
+      return None
+    conf = batch["conf"]
+    err = jnp.linalg.norm(batch["uv_pl"] - batch["uv"], axis=-1)
+    size = jnp.linalg.norm(batch["uv"].max(-2) - batch["uv"].min(-2), axis=-1)[..., None]
+    down = (pred["label_weight"] < 0.5 * conf) & (conf > 0)
+    scores = {}
+    for name, sel in (("wrong", err > self.wrong * size), ("right", err < self.right * size)):
+      sel = sel & (conf > 0)
+      n = jnp.sum(sel, axis=(2, 3)).astype(jnp.float32)
+      frac = jnp.sum(down & sel, axis=(2, 3)) / jnp.maximum(n, 1.0)
+      scores[f"labels/{name}_downweighted"] = (_frames(frac), _frames(n))  # pooled over labels
+    return metrics.batch_stats({}, scores, _frame_mask(batch))
 
 
 def _frozen(v):
@@ -135,7 +203,7 @@ def _frozen(v):
   return tuple(_frozen(x) for x in v) if isinstance(v, list | tuple) else v
 
 
-KINDS = {"pose3d": Pose3D, "uv2d": Uv2D, "calibration": Calibration}
+KINDS = {"pose3d": Pose3D, "uv2d": Uv2D, "calibration": Calibration, "labels": Labels}
 
 
 def from_config(config) -> list:

@@ -75,12 +75,15 @@ class Stats:
 def batch_stats(dists: dict, scores: dict | None = None, sample_mask=None, point_masks=None):
   """Stats of one batch.
 
-  dists: {name: errors [b, n] (metres)}; scores: {name: values [b]}; sample_mask [b] (1 real,
+  dists: {name: errors [b, n] (metres)}; scores: {name: values [b], or (values [b], weights
+  [b]) for a weighted mean}; sample_mask [b] (1 real,
   0 padding); point_masks: {name: [b, n]} for keypoints without ground truth (e.g. DexYCB).
   """
   scores = scores or {}
   point_masks = point_masks or {}
-  b = next(iter(dists.values())).shape[0] if dists else next(iter(scores.values())).shape[0]
+  first = next(iter(scores.values()), None)
+  first = first[0] if isinstance(first, tuple) else first
+  b = next(iter(dists.values())).shape[0] if dists else first.shape[0]
   sm = jnp.ones((b,), jnp.float32) if sample_mask is None else jnp.asarray(sample_mask)
   dist_out = {}
   for name, err in dists.items():
@@ -97,7 +100,10 @@ def batch_stats(dists: dict, scores: dict | None = None, sample_mask=None, point
     }
   score_out = {}
   for name, val in scores.items():
-    m = sm.astype(val.dtype)
+    w = None
+    if isinstance(val, tuple):  # (values [b], weights [b]): a weighted mean over samples
+      val, w = val
+    m = sm.astype(val.dtype) if w is None else sm.astype(val.dtype) * w.astype(val.dtype)
     score_out[name] = {"sum": jnp.sum(jnp.where(m > 0, val, 0.0) * m), "count": jnp.sum(m)}
   return Stats(dist_out, score_out)
 

@@ -1,14 +1,24 @@
-"""The paper's claim as an experiment: the flow head degrades less with noisier pseudo-labels.
+"""UST-Hand's claims as experiments, resumable, over paired seeds.
 
-  python -m handflow.experiments.noise_sweep --workdir=DIR [--config=configs/ust.py]
-      [--levels=clean,default,noisy] [--config.num_steps=N ...]
+  python -m handflow.experiments.noise_sweep --workdir=DIR [--study=heads|views]
+      [--seeds=0,1,2] [--levels=clean,default,hard,mediapipe,real] [--heads=flow,laplace,l1]
+      [--config=configs/ust.py] [--config.num_steps=N ...]
 
-Trains UST-Hand with the flow head and with the deterministic 2D head (`model.flow = False`:
-a Laplace density around mu, one point per joint) at three pseudo-label levels (`LEVELS`: the
-simulated detector's jitter and outlier rates; the other error rates scale with them), each run
-in DIR/<head>_<level> (a finished run is reused), and writes DIR/noise_sweep.{md,json}: test
-MPJPE and MPVPE (HanCo and root-relative protocols, mm) and the teacher's MPJPE per level.
-Each run is the config's full training (the CPU default: about 8 minutes).
+- `heads` (the paper's claim: the flow degrades less as pseudo-labels get worse): the 2D head
+  (`model.head`: the flow; a deterministic Laplace head with a learned scale; plain L1) x the
+  simulated detector's presets (`pseudo_labels.PRESETS`) and `real` (MediaPipe's labels of the
+  same renders, `data.pseudo_labels.source = "mediapipe"`; skipped, said in one line, without
+  its environment) x seeds. Seeds are paired: seed s of every cell sees the same data order,
+  labels and initialisation, so differences are taken per seed.
+- `views`: the flow head at the default level with 2 / 4 / 8 views x 1 / 4 frames x seeds.
+
+Every cell is the config's full training (the same steps, batch and schedule for every cell:
+the budget is the config's, printed in the table's header), with no evaluation on the way
+(nothing is chosen), then one pass over the test split. A finished cell (DIR/<cell>/final.json)
+is reused, so an interrupted sweep resumes. Writes DIR/<study>.md (tables: mean and 95%
+bootstrap CI over seeds of test MPJPE / MPVPE (HanCo protocol, mm) and the teacher's; per head
+the degradation from `clean` paired by seed, and the flow's degradation minus each other head's
+with its paired bootstrap CI), DIR/<study>.json and DIR/<study>.png.
 """
 
 from __future__ import annotations
@@ -16,27 +26,28 @@ from __future__ import annotations
 import json
 
 import jax
+import numpy as np
 from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
 
 from handflow import files, modes, sharding, train
-from handflow.data import prepare
+from handflow.data import prepare, pseudo_labels
 from handflow.eval import evaluators
 from handflow.methods import registry
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/ust.py", "Experiment config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the runs and the table.")
-_LEVELS = flags.DEFINE_list("levels", ["clean", "default", "noisy"], "Pseudo-label levels.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the runs and the tables.")
+_STUDY = flags.DEFINE_enum("study", "heads", ["heads", "views"], "Which claim.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Paired seeds.")
+_LEVELS = flags.DEFINE_list(
+  "levels", ["clean", "default", "hard", "mediapipe", "real"], "Pseudo-label levels."
+)
+_HEADS = flags.DEFINE_list("heads", ["flow", "laplace", "l1"], "2D heads.")
 
-# (jitter as a fraction of the hand's size, outlier rate, swap rate, flip rate)
-LEVELS = {
-  "clean": dict(noise=0.01, outlier_rate=0.0, swap_rate=0.0, flip_rate=0.0),
-  "default": dict(noise=0.02, outlier_rate=0.03, swap_rate=0.02, flip_rate=0.01),
-  "noisy": dict(noise=0.04, outlier_rate=0.12, swap_rate=0.06, flip_rate=0.03),
-}
-HEADS = {"flow": True, "deterministic": False}
-KEYS = ("hanco/MPJPE", "hanco/MPVPE", "rootrel/MPJPE", "rootrel/MPVPE")
+LEVELS = (*pseudo_labels.PRESETS, "real")
+KEYS = ("hanco/MPJPE", "hanco/MPVPE", "teacher/hanco/MPJPE")
+VIEWS, FRAMES = (2, 4, 8), (1, 4)
 
 
 def run_one(config, workdir: epath.Path) -> dict:
@@ -56,48 +67,147 @@ def run_one(config, workdir: epath.Path) -> dict:
   return results
 
 
-def table(results: dict) -> str:
+def bootstrap_ci(x, n: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+  """Mean and 95% percentile-bootstrap interval of the mean of x [seeds] (NaN-free)."""
+  x = np.asarray(x, np.float64)
+  if x.size == 0:
+    return (float("nan"),) * 3
+  idx = np.random.default_rng(seed).integers(0, x.size, (n, x.size))
+  means = x[idx].mean(-1)
+  return float(x.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def _fmt(ci) -> str:
+  m, lo, hi = ci
+  return "–" if not np.isfinite(m) else f"{m:.1f} [{lo:.1f}, {hi:.1f}]"
+
+
+def heads_table(results: dict, budget: str) -> str:
+  """results[head][level][seed] -> markdown: per cell mean [CI] over seeds; degradation from
+  the first level paired by seed; flow minus each other head, paired by seed."""
+  heads = list(results)
   levels = list(next(iter(results.values())))
-  lines = [
-    "| head | level | " + " | ".join(KEYS) + " | teacher hanco/MPJPE |",
-    "|---|---|" + "---|" * (len(KEYS) + 1),
-  ]
-  for head, per_level in results.items():
-    for level in levels:
-      r = per_level[level]
-      cells = [f"{r[k]:.1f}" for k in KEYS] + [f"{r['teacher/hanco/MPJPE']:.1f}"]
-      lines.append(f"| {head} | {level} | " + " | ".join(cells) + " |")
-  lines += ["", "Degradation from the cleanest to the noisiest level (HanCo MPJPE, mm):", ""]
-  for head, per_level in results.items():
-    first, last = per_level[levels[0]], per_level[levels[-1]]
-    lines.append(f"- {head}: {last['hanco/MPJPE'] - first['hanco/MPJPE']:+.1f}")
+  seeds = lambda h, lv: sorted(results[h][lv])
+  lines = [f"Budget per cell: {budget}.", ""]
+  lines += ["| head | level | seeds | " + " | ".join(KEYS) + " |", "|---" * (3 + len(KEYS)) + "|"]
+  for h in heads:
+    for lv in levels:
+      cells = [_fmt(bootstrap_ci([results[h][lv][s][k] for s in seeds(h, lv)])) for k in KEYS]
+      lines.append(f"| {h} | {lv} | {len(seeds(h, lv))} | " + " | ".join(cells) + " |")
+  base = levels[0]
+
+  def degradation(h, lv):
+    common = sorted(set(results[h][lv]) & set(results[h][base]))
+    key = "hanco/MPJPE"
+    return {s: results[h][lv][s][key] - results[h][base][s][key] for s in common}
+
+  lines += ["", f"Degradation from `{base}` (HanCo MPJPE, mm; mean [95% CI] over paired seeds):"]
+  lines += ["", "| head | " + " | ".join(levels[1:]) + " |", "|---" * len(levels) + "|"]
+  for h in heads:
+    cells = [_fmt(bootstrap_ci(list(degradation(h, lv).values()))) for lv in levels[1:]]
+    lines.append(f"| {h} | " + " | ".join(cells) + " |")
+  if "flow" in heads:
+    lines += ["", "Flow's degradation minus the other head's (< 0: the flow degrades less):"]
+    lines += ["", "| vs | " + " | ".join(levels[1:]) + " |", "|---" * len(levels) + "|"]
+    for h in heads:
+      if h == "flow":
+        continue
+      cells = []
+      for lv in levels[1:]:
+        a, b = degradation("flow", lv), degradation(h, lv)
+        cells.append(_fmt(bootstrap_ci([a[s] - b[s] for s in sorted(set(a) & set(b))])))
+      lines.append(f"| {h} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
+
+
+def views_table(results: dict, budget: str) -> str:
+  """results["v{views}_t{frames}"][seed] -> markdown."""
+  lines = [f"Budget per cell: {budget}.", ""]
+  lines += ["| views | frames | seeds | " + " | ".join(KEYS) + " |", "|---" * (3 + len(KEYS)) + "|"]
+  for cell, per_seed in results.items():
+    v, t = cell[1:].split("_t")
+    cells = [_fmt(bootstrap_ci([r[k] for r in per_seed.values()])) for k in KEYS]
+    lines.append(f"| {v} | {t} | {len(per_seed)} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def plot_png(results: dict) -> bytes:
+  """Heads study: test MPJPE per level, one line per head, error bars = bootstrap CI."""
+  from handflow.viz import figures
+
+  plt, (fig, ax) = figures._figure(figsize=(6, 3.5))
+  levels = list(next(iter(results.values())))
+  for h, per_level in results.items():
+    cis = [bootstrap_ci([r["hanco/MPJPE"] for r in per_level[lv].values()]) for lv in levels]
+    m = np.array([c[0] for c in cis])
+    err = np.array([[c[0] - c[1] for c in cis], [c[2] - c[0] for c in cis]])
+    ax.errorbar(range(len(levels)), m, yerr=err, marker="o", capsize=3, label=h)
+  ax.set_xticks(range(len(levels)), levels)
+  ax.set_xlabel("pseudo-labels")
+  ax.set_ylabel("test MPJPE (HanCo protocol, mm)")
+  ax.legend()
+  return figures._png(plt, fig)
+
+
+def _real_available(config) -> bool:
+  from handflow.data import detected_labels
+
+  cfg = config.copy_and_resolve_references()
+  cfg.data.pseudo_labels.source = "mediapipe"
+  builder = prepare.dataset_builder(cfg)
+  return all(detected_labels.load(builder, s) is not None for s in ("train", "test"))
 
 
 def main(argv):
   del argv
   base = _CONFIG.value
   workdir = epath.Path(_WORKDIR.value)
+  seeds = [int(s) for s in _SEEDS.value]
   unknown = [lv for lv in _LEVELS.value if lv not in LEVELS]
   if unknown:
-    raise app.UsageError(f"unknown levels {unknown}; known: {sorted(LEVELS)}")
+    raise app.UsageError(f"unknown levels {unknown}; known: {list(LEVELS)}")
   prepare.prepare(base)
+  budget = f"{base.num_steps} steps x batch {base.batch_size} clips, lr {base.optim.learning_rate}"
+  study = _STUDY.value
   results = {}
-  for head, use_flow in HEADS.items():
-    results[head] = {}
-    for level in _LEVELS.value:
-      config = base.copy_and_resolve_references()
-      config.model.flow = use_flow
-      config.eval_every = 0
-      config.data.pseudo_labels.update(LEVELS[level])
-      print(f"noise_sweep: {head} head, {level} pseudo-labels ({LEVELS[level]})")
-      results[head][level] = run_one(config, workdir / f"{head}_{level}")
-  text = table(results)
+  if study == "heads":
+    levels = list(_LEVELS.value)
+    if "real" in levels and not _real_available(base):
+      print("noise_sweep: no MediaPipe environment: the 'real' level is skipped")
+      levels.remove("real")
+    for head in _HEADS.value:
+      results[head] = {}
+      for level in levels:
+        results[head][level] = {}
+        for seed in seeds:
+          config = base.copy_and_resolve_references()
+          config.model.head, config.seed, config.eval_every = head, seed, 0
+          if level == "real":
+            config.data.pseudo_labels.source = "mediapipe"
+          else:
+            config.data.pseudo_labels.preset = level
+          print(f"noise_sweep: {head} head, {level} labels, seed {seed}", flush=True)
+          cell = workdir / f"{head}_{level}_s{seed}"
+          results[head][level][seed] = run_one(config, cell)
+    text = heads_table(results, budget)
+  else:
+    for v in VIEWS:
+      for t in FRAMES:
+        cell = f"v{v}_t{t}"
+        results[cell] = {}
+        for seed in seeds:
+          config = base.copy_and_resolve_references()
+          config.data.views, config.data.frames = v, t
+          config.seed, config.eval_every = seed, 0
+          print(f"noise_sweep: {v} views, {t} frames, seed {seed}", flush=True)
+          results[cell][seed] = run_one(config, workdir / f"{cell}_s{seed}")
+    text = views_table(results, budget)
   if jax.process_index() == 0:
-    files.write_text_atomic(workdir / "noise_sweep.md", text)
-    files.write_text_atomic(
-      workdir / "noise_sweep.json", json.dumps({"levels": LEVELS, "results": results}, indent=1)
-    )
+    files.write_text_atomic(workdir / f"{study}.md", text)
+    files.write_text_atomic(workdir / f"{study}.json", json.dumps(results, indent=1))
+    if study == "heads":
+      png = plot_png(results)
+      files.write_atomic(workdir / f"{study}.png", lambda fh: fh.write(png))
   print(text)
 
 

@@ -71,11 +71,32 @@ def reprojection_error(P, x, uv):
   return jnp.where(front, err, 1e6)
 
 
+def pair_points(P, uv, w=None, *, scale_px: float = 10.0):
+  """Every pair of views triangulated, with its robust cost over all views.
+
+  Returns (x [..., pairs, 3], valid [..., pairs], cost [..., pairs]: the sum over views of the
+  weighted Cauchy losses log(1 + (r / scale_px)^2) of the reprojection errors r, inf where the
+  pair is unusable), pairs in `itertools.combinations(range(v), 2)` order.
+  """
+  if w is None:
+    w = jnp.ones(uv.shape[:-1], uv.dtype)
+  w = jnp.maximum(w, 0.0)
+  nv = uv.shape[-2]
+  pairs = list(itertools.combinations(range(nv), 2))
+  onehot = jnp.zeros((len(pairs), nv), w.dtype)
+  onehot = onehot.at[jnp.arange(len(pairs))[:, None], jnp.asarray(pairs)].set(1.0)
+  pair_w = w[..., None, :] * onehot  # [..., pairs, v]
+  xp, vp = triangulate(P[..., None, :, :, :], uv[..., None, :, :], pair_w)
+  r = reprojection_error(P[..., None, :, :, :], xp, uv[..., None, :, :])  # [..., pairs, v]
+  cost = jnp.sum(w[..., None, :] * jnp.log1p((r / scale_px) ** 2), axis=-1)
+  return xp, vp, jnp.where(vp, cost, jnp.inf)
+
+
 def triangulate_robust(P, uv, w=None, *, scale_px: float = 10.0, iters: int = 4):
   """Triangulation that tolerates outlier views (wrong detections in pseudo-labels).
 
   1. Every pair of usable views is triangulated; the pair whose point has the smallest robust
-     cost over all views (sum of weighted Cauchy losses of the reprojection errors) seeds.
+     cost over all views (`pair_points`) seeds.
   2. Iteratively reweighted DLT: each view's weight is multiplied by the Cauchy weight
      1 / (1 + (r / scale_px)^2) of its reprojection error r.
   Returns (x [..., 3], valid [...], final per-view weights [..., v]).
@@ -83,16 +104,8 @@ def triangulate_robust(P, uv, w=None, *, scale_px: float = 10.0, iters: int = 4)
   if w is None:
     w = jnp.ones(uv.shape[:-1], uv.dtype)
   w = jnp.maximum(w, 0.0)
-  nv = uv.shape[-2]
-  pairs = list(itertools.combinations(range(nv), 2))
-  if pairs:
-    onehot = jnp.zeros((len(pairs), nv), w.dtype)
-    onehot = onehot.at[jnp.arange(len(pairs))[:, None], jnp.asarray(pairs)].set(1.0)
-    pair_w = w[..., None, :] * onehot  # [..., pairs, v]
-    xp, vp = triangulate(P[..., None, :, :, :], uv[..., None, :, :], pair_w)
-    r = reprojection_error(P[..., None, :, :, :], xp, uv[..., None, :, :])  # [..., pairs, v]
-    cost = jnp.sum(w[..., None, :] * jnp.log1p((r / scale_px) ** 2), axis=-1)
-    cost = jnp.where(vp, cost, jnp.inf)
+  if uv.shape[-2] >= 2:
+    xp, vp, cost = pair_points(P, uv, w, scale_px=scale_px)
     best = jnp.argmin(cost, axis=-1)
     x = jnp.take_along_axis(xp, best[..., None, None], axis=-2)[..., 0, :]
     valid = jnp.any(vp, axis=-1)

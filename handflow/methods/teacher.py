@@ -17,12 +17,17 @@ import jax.numpy as jnp
 from handflow.geometry import cameras, triangulation
 
 
-def joints(batch):
+def joints_and_valid(batch):
+  """(joints [b, t, 21, 3], valid [b, t, 21]: at least two views detected the joint)."""
   P = cameras.projection_matrix(batch["K"], batch["T_cam_world"])
   uv = jnp.moveaxis(batch["uv_pl"], 2, -2)  # [b, t, 21, v, 2]
   conf = jnp.moveaxis(batch["conf"], 2, -1)
-  x, _, _ = triangulation.triangulate_robust(P[:, :, None], uv, conf)
-  return x
+  x, valid, _ = triangulation.triangulate_robust(P[:, :, None], uv, conf)
+  return x, valid
+
+
+def joints(batch):
+  return joints_and_valid(batch)[0]
 
 
 def uv_error_px(uv, batch):

@@ -9,7 +9,8 @@
   vertices, 21 keypoints in the convention's order and the 16 rotations (hand frame, metres).
 - `place_by_similarity(keypoints, vertices, target)`: the hand placed on target keypoints by the
   best similarity without reflection (multi-view methods: rotation, scale and translation come
-  from triangulated joints; no gradient flows through the fit).
+  from triangulated joints; no gradient flows through the fit); `place_rigid` holds the scale
+  at 1, so that the shape coefficients carry the hand's size.
 - `weak_perspective(points, camera)`: points [..., 3] -> image positions [..., 2] in crop units
   (single-view methods): s * (x, y) + (tx, ty), s > 0 through a softplus.
 """
@@ -91,6 +92,18 @@ def place_by_similarity(keypoints, vertices, target):
   )
   place = lambda p: alignment.apply_similarity(p, s, R, t)
   return place(keypoints), place(vertices), s, R
+
+
+def place_rigid(keypoints, vertices, target):
+  """The same with the scale held at 1 (the best rotation and translation): the hand's size
+  then comes from its shape coefficients, not from a free per-frame gauge ->
+  (keypoints, vertices, scale [...] = 1, R [..., 3, 3])."""
+  _, R, _ = alignment.similarity_transform(keypoints, target, allow_reflection=False)
+  R = jax.lax.stop_gradient(R)
+  rotate = lambda p: jnp.einsum("...ij,...nj->...ni", R, p)
+  t = jax.lax.stop_gradient(jnp.mean(target, -2) - jnp.mean(rotate(keypoints), -2))
+  place = lambda p: rotate(p) + t[..., None, :]
+  return place(keypoints), place(vertices), jnp.ones(R.shape[:-2], R.dtype), R
 
 
 def weak_perspective(points, camera):

@@ -1,18 +1,28 @@
 """From 2D hypotheses to UST-Hand's probabilistic 3D point cloud (pure functions).
 
-Shapes: b clips, t frames, v views, j = 21 joints, k hypotheses per joint per view, s = k + 1
-points per joint (the mode first). Cameras are `P [b, t, v, 3, 4]` (crop K [R | t], world ->
-crop pixels). Hypothesis i of a joint is triangulated from sample i of every view: samples are
-independent across views, so the points sample the fused multi-view distribution.
+Shapes: b clips, t frames, v views, j = 21 joints, k hypotheses per joint per view (the flow's
+samples), m view-pair points; per joint s = 1 + m + k points, in this order (`kinds`):
+- the **mode**: the stage-1 modes of every view triangulated robustly (best view pair, then
+  Cauchy-reweighted DLT: `geometry.triangulation.triangulate_robust`), so that a view whose
+  mode is wrong does not drag it;
+- **view-pair points**: the m view pairs whose triangulated modes have the smallest robust cost
+  over all views: when the views disagree (a finger swap seen by a cone of cameras), the cloud
+  holds each consistent subset's answer, not only their average;
+- **samples**: hypothesis i of every view triangulated with the mode's robust view weights.
+Cameras are `P [b, t, v, 3, 4]` (crop K [R | t], world -> crop pixels).
 
-A point's features: its position in the hand's canonical frame (root-relative, rotated by the
-palm's orientation, scale-normalised by `NORM_M`), whether it is the mode, whether it is valid,
-its hypotheses' mean log-likelihood, its mean reprojection error, its joint's spread, and the
-image features sampled at its projections (mean over views, weighted like the triangulation).
+Every point is then scored by its multi-view likelihood (`methods.ust`): the mean over views of
+log p_v(pi_v(X)) relative to the view's mode, each view's term clipped at `-SCORE_CLIP` nats so
+that one wrong view costs a bounded amount. A point's features: its position in the hand's
+canonical frame (root-relative, rotated by the palm's orientation, scale-normalised by
+`NORM_M`), its kind, whether it is valid, its score, its mean reprojection distance from the
+views' modes, its joint's spread, and the image features sampled at its projections (mean over
+views, weighted by the robust view weights).
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -21,19 +31,44 @@ from handflow.geometry import alignment, triangulation
 NORM_M = 0.2  # metres per canonical unit (HaMuCo normalises 3D by 0.2 m)
 ROOT = 9  # middle-finger MCP (OpenPose order), the prior method's root
 PALM = (0, 1, 5, 9, 13, 17)  # keypoints that fix the hand's orientation and size
-GEOM_FEATURES = 8  # per point: canonical xyz, is-mode, valid, log-likelihood, error, spread
+GEOM_FEATURES = 10  # canonical xyz, kind (3), valid, score, error, spread
+SCORE_CLIP = 8.0  # nats: the most one view can subtract from a point's score
+ROBUST_SCALE = 0.05  # Cauchy scale of the robust triangulation, in crop units
 
 
-def triangulate_points(P, uv, w):
-  """P [b, t, v, 3, 4], uv [b, t, v, j, s, 2] px, w [b, t, v, j] -> X [b, t, j, s, 3] world,
-  valid [b, t, j, s], reprojection error [b, t, j, s, v] px."""
-  uv_ = jnp.moveaxis(uv, 2, -2)  # [b, t, j, s, v, 2]
-  w_ = jnp.moveaxis(w, 2, -1)[:, :, :, None, :]  # [b, t, j, 1, v]
-  P_ = P[:, :, None, None]
-  w_ = jnp.broadcast_to(w_, uv_.shape[:-1])
-  x, valid = triangulation.triangulate(P_, uv_, w_)
-  err = triangulation.reprojection_error(P_, x, uv_)
-  return x, valid, err
+def kinds(m: int, k: int) -> np.ndarray:
+  """Point kinds [1 + m + k]: 0 the mode, 1 view-pair points, 2 samples."""
+  return np.asarray([0] + [1] * m + [2] * k, np.int32)
+
+
+def build(P, hyp_px, w, *, pairs: int, size: int):
+  """P [b, t, v, 3, 4], hyp_px [b, t, v, j, 1 + k, 2] (mode first, crop px), w [b, t, v, j]
+  view weights -> X [b, t, j, s, 3] world, valid [b, t, j, s], view weights after the robust
+  fit [b, t, j, v], reprojection distance of each point from the views' modes [b, t, j, s, v] px.
+  """
+  mode_uv = jnp.moveaxis(hyp_px[..., 0, :], 2, -2)  # [b, t, j, v, 2]
+  w_ = jnp.moveaxis(w, 2, -1)  # [b, t, j, v]
+  P_ = P[:, :, None]  # [b, t, 1, v, 3, 4]
+  scale = ROBUST_SCALE * size
+  x0, v0, view_w = triangulation.triangulate_robust(P_, mode_uv, w_, scale_px=scale)
+  xs, vs = [x0[..., None, :]], [v0[..., None]]
+  nv = mode_uv.shape[-2]
+  m = min(pairs, nv * (nv - 1) // 2)
+  if m:
+    xp, vp, cost = triangulation.pair_points(P_, mode_uv, w_, scale_px=scale)
+    _, best = jax.lax.top_k(-cost, m)  # the m most consistent pairs
+    xs.append(jnp.take_along_axis(xp, best[..., None], axis=-2))
+    vs.append(jnp.take_along_axis(vp, best, axis=-1))
+  k = hyp_px.shape[-2] - 1
+  if k:
+    uv = jnp.moveaxis(hyp_px[..., 1:, :], 2, -2)  # [b, t, j, k, v, 2]
+    wk = jnp.broadcast_to(view_w[..., None, :], uv.shape[:-1])
+    x, valid = triangulation.triangulate(P_[:, :, :, None], uv, wk)
+    xs.append(x)
+    vs.append(valid)
+  x, valid = jnp.concatenate(xs, -2), jnp.concatenate(vs, -1)
+  err = triangulation.reprojection_error(P_[:, :, :, None], x, mode_uv[..., None, :, :])
+  return x, valid, view_w, err
 
 
 def canonical_frame(x_mode, template):
@@ -64,47 +99,53 @@ def from_canonical(x, scale, R_world_hand, root):
   return world.reshape(x.shape)
 
 
-def features(x, valid, err_px, log_lik, frame, fmap_points, w, size):
+def features(x, valid, kind, err_px, score, frame, fmap_points, w, size):
   """Per-point features.
 
-  x [b, t, j, s, 3] world, valid [b, t, j, s], err_px [b, t, j, s, v], log_lik [b, t, j, s]
-  (mean over views), frame = canonical_frame(...), fmap_points [b, t, v, j, s, c] image
-  features at the projections, w [b, t, v, j] view weights, size: crop side in px.
-  Returns geometric features [b, t, j, s, GEOM_FEATURES] and image features [b, t, j, s, c].
+  x [b, t, j, s, 3] world, valid [b, t, j, s], kind [s] (`kinds`), err_px [b, t, j, s, v],
+  score [b, t, j, s] (nats, in [-SCORE_CLIP, 0]), frame = canonical_frame(...), fmap_points
+  [b, t, v, j, s, c] image features at the projections, w [b, t, j, v] view weights, size:
+  crop side in px. Returns geometric features [b, t, j, s, GEOM_FEATURES] and image features
+  [b, t, j, s, c].
   """
   xc = to_canonical(x, *frame)
   vf = valid.astype(x.dtype)
-  mean = jnp.sum(xc * vf[..., None], -2, keepdims=True) / jnp.maximum(
-    jnp.sum(vf, -1)[..., None, None], 1.0
-  )
-  spread = jnp.sqrt(
-    jnp.sum(jnp.sum((xc - mean) ** 2, -1) * vf, -1, keepdims=True)
-    / jnp.maximum(jnp.sum(vf, -1, keepdims=True), 1.0)
-  )
-  s = x.shape[-2]
-  is_mode = jnp.zeros((s,), x.dtype).at[0].set(1.0)
+  spread_c, _ = spread(xc, valid)
   err = jnp.mean(jnp.minimum(err_px / size, 1.0), -1)
+  onehot = jnp.broadcast_to(jax.nn.one_hot(kind, 3, dtype=x.dtype), valid.shape + (3,))
   geom = jnp.concatenate(
     [
       jnp.where(valid[..., None], jnp.clip(xc, -5.0, 5.0), 0.0),
-      jnp.broadcast_to(is_mode, valid.shape)[..., None],
+      onehot,
       vf[..., None],
-      jnp.clip(log_lik / 10.0, -3.0, 3.0)[..., None],
+      (score / SCORE_CLIP)[..., None],
       10.0 * err[..., None],
-      jnp.broadcast_to(10.0 * spread, valid.shape)[..., None],
+      jnp.broadcast_to(10.0 * spread_c[..., None], valid.shape)[..., None],
     ],
     axis=-1,
   )
-  wn = w / jnp.maximum(jnp.sum(w, axis=2, keepdims=True), 1e-9)
-  img = jnp.einsum("btvj,btvjsc->btjsc", wn, fmap_points)
+  wn = w / jnp.maximum(jnp.sum(w, axis=-1, keepdims=True), 1e-9)
+  img = jnp.einsum("btjv,btvjsc->btjsc", wn, fmap_points)
   return geom, img
 
 
-def spread(x, valid):
-  """x [..., s, 3], valid [..., s] -> (RMS distance of the valid points from their mean [...],
-  the mean [..., 3])."""
-  vf = valid.astype(x.dtype)[..., None]
-  n = jnp.maximum(jnp.sum(vf, -2), 1.0)
-  mean = jnp.sum(x * vf, -2) / n
-  sq = jnp.sum((x - mean[..., None, :]) ** 2, -1, keepdims=True)
-  return jnp.sqrt(jnp.sum(sq * vf, -2) / n)[..., 0], mean
+def spread(x, valid, weights=None, centre=None):
+  """x [..., s, 3], valid [..., s] -> (RMS distance of the valid points from `centre` [..., 3]
+  (default: their mean) [...], the centre). `weights [..., s]` (summing to 1 over the valid
+  points) weight both."""
+  vf = valid.astype(x.dtype)
+  w = vf if weights is None else weights * vf
+  w = (w / jnp.maximum(jnp.sum(w, -1, keepdims=True), 1e-12))[..., None]
+  if centre is None:
+    centre = jnp.sum(x * w, -2)
+  sq = jnp.sum((x - centre[..., None, :]) ** 2, -1, keepdims=True)
+  return jnp.sqrt(jnp.sum(sq * w, -2) + 1e-12)[..., 0], centre
+
+
+def fuse(x, valid, logits):
+  """The cloud's answer per joint: points x [..., s, 3] averaged with softmax(logits [..., s])
+  over the valid ones -> (fused [..., 3], weights [..., s])."""
+  logits = jnp.where(valid, logits, -1e9)
+  weights = jax.nn.softmax(logits, axis=-1) * valid
+  weights = weights / jnp.maximum(jnp.sum(weights, -1, keepdims=True), 1e-12)
+  return jnp.einsum("...s,...sc->...c", weights, x), weights

@@ -34,7 +34,8 @@ class Block(nn.Module):
 
 
 class SpatioTemporalTransformer(nn.Module):
-  """x [b, t, j, s, c], valid [b, t, j, s] -> per-joint features [b, t, j, c]."""
+  """x [b, t, j, s, c], valid [b, t, j, s] -> (per-joint features [b, t, j, c], per-point
+  tokens after the spatial layers [b, t, j, s, c])."""
 
   spatial_layers: int = 2
   joint_layers: int = 2
@@ -54,7 +55,7 @@ class SpatioTemporalTransformer(nn.Module):
     mask = valid.reshape(b * t, j * s)
     for _ in range(self.spatial_layers):
       tokens = Block(self.heads)(tokens, mask)
-    x = nn.LayerNorm()(tokens).reshape(b, t, j, s, c)
+    x = points = nn.LayerNorm()(tokens).reshape(b, t, j, s, c)
     score = nn.Dense(1)(x)[..., 0]
     score = jnp.where(valid, score, -1e9)
     weight = nn.softmax(score, axis=-1)
@@ -67,4 +68,4 @@ class SpatioTemporalTransformer(nn.Module):
       if self.temporal and t > 1:
         y = jnp.swapaxes(x, 1, 2).reshape(b * j, t, c)
         x = jnp.swapaxes(Block(self.heads)(y).reshape(b, j, t, c), 1, 2)
-    return nn.LayerNorm()(x)
+    return nn.LayerNorm()(x), points

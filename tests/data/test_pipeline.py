@@ -57,13 +57,7 @@ def test_image_and_cameras_move_together():
     "visible": tf.ones((t, v, 21), tf.bool),
     "xyz": tf.zeros((t, 21, 3)),
   }
-  config.data.pseudo_labels = {
-    "noise": 0.0,
-    "outlier_rate": 0.0,
-    "swap_rate": 0.0,
-    "flip_rate": 0.0,
-    "missing_rate": 0.0,
-  }
+  config.data.pseudo_labels = {"preset": "clean", "noise": 0.0}
   out = pipeline._example_fn(config, "train", True, 0)(tf.constant(11, tf.int64), ex)
   img = out["images"].numpy() * pipeline.IMAGE_STD + pipeline.IMAGE_MEAN
   for ti in range(t):

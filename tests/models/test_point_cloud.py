@@ -15,35 +15,59 @@ def _rig(v=4, key=0):
   return jnp.broadcast_to(K, (v, 3, 3)), T
 
 
+def _project(K, T, X):
+  """X [1, 1, 21, s, 3] -> uv [1, 1, v, 21, s, 2] in every view."""
+  s = X.shape[3]
+  uv, _ = cameras.world_to_image(K[:, None], T[:, None], X.reshape(1, 1, 1, 21 * s, 3))
+  return uv.reshape(1, 1, K.shape[0], 21, s, 2)
+
+
 def test_points_lie_on_the_rays_of_their_hypotheses():
-  """With noise-free hypotheses (one 3D point per hypothesis, projected into every view), each
-  triangulated point reprojects onto its hypotheses; with noisy ones, the point lies on the
-  weighted compromise, and its projection is close to every view's hypothesis."""
+  """Noise-free hypotheses (one 3D point per hypothesis, projected into every view): the mode,
+  the view-pair points and every sample triangulate back onto their 3D point; with noisy ones,
+  the points stay within about a pixel of each view's hypothesis."""
   K, T = _rig()
   P = cameras.projection_matrix(K, T)[None, None]  # [1, 1, v, 3, 4]
   X = jax.random.normal(jax.random.key(0), (1, 1, 21, 5, 3)) * 0.05
-  uv, _ = cameras.world_to_image(K[:, None], T[:, None], X.reshape(1, 1, 1, 105, 3))
-  uv = uv.reshape(1, 1, 4, 21, 5, 2)
+  uv = _project(K, T, X)
   w = jnp.ones((1, 1, 4, 21))
-  x, valid, err = point_cloud.triangulate_points(P, uv, w)
-  assert x.shape == (1, 1, 21, 5, 3) and bool(valid.all())
-  np.testing.assert_allclose(x, X, atol=1e-4)
-  assert float(err.max()) < 0.05  # pixels
-  # Hypotheses off by a pixel: the point stays within a pixel of each view's ray.
+  x, valid, view_w, err = point_cloud.build(P, uv, w, pairs=3, size=128)
+  assert x.shape == (1, 1, 21, 1 + 3 + 4, 3) and bool(valid.all())
+  np.testing.assert_allclose(x[..., :4, :], jnp.repeat(X[..., :1, :], 4, -2), atol=1e-4)
+  np.testing.assert_allclose(x[..., 4:, :], X[..., 1:, :], atol=1e-4)
+  assert float(err[..., :4, :].max()) < 0.05  # pixels, from the modes
+  np.testing.assert_allclose(view_w, 1.0, atol=1e-4)
   noisy = uv + jax.random.normal(jax.random.key(1), uv.shape)
-  x2, _, err2 = point_cloud.triangulate_points(P, noisy, w)
-  assert float(jnp.median(err2)) < 1.5 and float(jnp.abs(x2 - X).max()) < 0.01
+  x2, _, _, _ = point_cloud.build(P, noisy, w, pairs=3, size=128)
+  expected = jnp.concatenate([X[..., :1, :]] * 4 + [X[..., 1:, :]], -2)
+  assert float(jnp.abs(x2 - expected).max()) < 0.01
+  np.testing.assert_array_equal(point_cloud.kinds(3, 4), [0, 1, 1, 1, 2, 2, 2, 2])
 
 
-def test_zero_weight_views_are_ignored():
-  K, T = _rig()
+def test_a_wrong_view_is_out_voted_and_zero_weight_views_ignored():
+  """One view's modes and samples are 40 px off with full weight: the robust mode and the
+  samples (triangulated with the mode's view weights) stay on the point; the wrong view's
+  weight falls; the best view pairs exclude it. A zero-weight view counts for nothing."""
+  K, T = _rig(v=5)
   P = cameras.projection_matrix(K, T)[None, None]
-  X = jnp.zeros((1, 1, 21, 1, 3)) + jnp.array([0.01, -0.02, 0.03])
-  uv, _ = cameras.world_to_image(K[:, None], T[:, None], X.reshape(1, 1, 1, 21, 3))
-  uv = uv.reshape(1, 1, 4, 21, 1, 2).at[:, :, 3].add(40.0)  # view 3 is wrong
-  w = jnp.ones((1, 1, 4, 21)).at[:, :, 3].set(0.0)
-  x, valid, _ = point_cloud.triangulate_points(P, uv, w)
-  np.testing.assert_allclose(x, X, atol=1e-4)
+  X = jnp.zeros((1, 1, 21, 3, 3)) + jnp.array([0.01, -0.02, 0.03])
+  uv = _project(K, T, X).at[:, :, 3].add(40.0)  # view 3 is wrong
+  x, _, view_w, _ = point_cloud.build(P, uv, jnp.ones((1, 1, 5, 21)), pairs=2, size=128)
+  np.testing.assert_allclose(x, jnp.broadcast_to(X[..., :1, :], x.shape), atol=1e-3)
+  assert float(view_w[..., 3].max()) < 0.02 and float(view_w[..., :3].min()) > 0.9
+  w0 = jnp.ones((1, 1, 5, 21)).at[:, :, 3].set(0.0)
+  x0, _, _, _ = point_cloud.build(P, uv, w0, pairs=2, size=128)
+  np.testing.assert_allclose(x0, jnp.broadcast_to(X[..., :1, :], x0.shape), atol=1e-4)
+
+
+def test_fusion_follows_the_logits_over_valid_points():
+  x = jnp.array([[[0.0, 0, 0], [1.0, 0, 0], [9.0, 9, 9]]])
+  valid = jnp.array([[True, True, False]])
+  fused, w = point_cloud.fuse(x, valid, jnp.array([[0.0, jnp.log(3.0), 50.0]]))
+  np.testing.assert_allclose(w, [[0.25, 0.75, 0.0]], atol=1e-6)
+  np.testing.assert_allclose(fused, [[0.75, 0, 0]], atol=1e-6)
+  rms, centre = point_cloud.spread(x, valid, w, jnp.zeros((1, 3)))
+  np.testing.assert_allclose(rms, [jnp.sqrt(0.75)], atol=1e-5)
 
 
 def test_canonical_frame_undoes_a_similarity():

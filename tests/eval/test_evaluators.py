@@ -1,0 +1,57 @@
+"""Evaluators on constructed predictions with known answers."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from handflow.eval import evaluators, metrics
+
+
+def test_chi3_radius_matches_the_chi_square_quantiles():
+  # scipy.stats.chi2.ppf([0.5, 0.9], 3) = 2.365974, 6.251389
+  assert evaluators.chi3_radius(0.5) ** 2 == pytest.approx(2.365974, abs=1e-5)
+  assert evaluators.chi3_radius(0.9) ** 2 == pytest.approx(6.251389, abs=1e-5)
+
+
+def _batch(b=64, t=2, v=2):
+  return {"images": jnp.zeros((b, t, v, 4, 4, 3)), "mask": jnp.ones((b,))}
+
+
+def test_3d_calibration_is_nominal_for_gaussian_errors_of_the_predicted_size():
+  rng = np.random.default_rng(0)
+  b, t = 64, 2
+  u = rng.uniform(0.005, 0.03, (b, t, 21))  # predicted RMS error per joint
+  xyz = rng.normal(size=(b, t, 21, 3))
+  err = rng.normal(size=(b, t, 21, 3)) * (u / np.sqrt(3))[..., None]
+  pred = {"joints": jnp.asarray(xyz + err), "uncertainty": jnp.asarray(u)}
+  batch = dict(_batch(b, t), xyz=jnp.asarray(xyz))
+  s = evaluators.Calibration((0.5, 0.9)).stats(None, None, None, pred, batch)
+  out = metrics.finalize(s)
+  assert out["calib/3d_50"] == pytest.approx(0.5, abs=0.03)
+  assert out["calib/3d_90"] == pytest.approx(0.9, abs=0.02)
+  # Twice too confident: far below nominal.
+  pred["uncertainty"] = jnp.asarray(u / 2)
+  out = metrics.finalize(evaluators.Calibration((0.5,)).stats(None, None, None, pred, batch))
+  assert out["calib/3d_50"] < 0.15
+
+
+def test_labels_evaluator_pools_over_labels():
+  b, t, v = 2, 1, 2
+  uv = np.zeros((b, t, v, 21, 2))
+  uv[..., 0] = np.arange(21) * 5.0  # a hand 100 px across
+  uv_pl = uv.copy()
+  uv_pl[0, 0, 0, :4] += 30.0  # 4 wrong labels in clip 0 (42 px off > 10% of ~100 px)
+  conf = np.ones((b, t, v, 21))
+  weight = conf.copy()
+  weight[0, 0, 0, :3] = 0.1  # three of them down-weighted
+  weight[1, 0, 1, :2] = 0.1  # and two right labels
+  batch = {
+    **_batch(b, t, v),
+    "uv": jnp.asarray(uv),
+    "uv_pl": jnp.asarray(uv_pl),
+    "conf": jnp.asarray(conf),
+  }
+  pred = {"label_weight": jnp.asarray(weight)}
+  out = metrics.finalize(evaluators.Labels().stats(None, None, None, pred, batch))
+  assert out["labels/wrong_downweighted"] == pytest.approx(3 / 4)
+  assert out["labels/right_downweighted"] == pytest.approx(2 / (4 * 21 - 4))
