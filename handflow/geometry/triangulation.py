@@ -92,20 +92,21 @@ def pair_points(P, uv, w=None, *, scale_px: float = 10.0):
   return xp, vp, jnp.where(vp, cost, jnp.inf)
 
 
-def triangulate_robust(P, uv, w=None, *, scale_px: float = 10.0, iters: int = 4):
+def triangulate_robust(P, uv, w=None, *, scale_px: float = 10.0, iters: int = 4, pairs=None):
   """Triangulation that tolerates outlier views (wrong detections in pseudo-labels).
 
   1. Every pair of usable views is triangulated; the pair whose point has the smallest robust
      cost over all views (`pair_points`) seeds.
   2. Iteratively reweighted DLT: each view's weight is multiplied by the Cauchy weight
      1 / (1 + (r / scale_px)^2) of its reprojection error r.
+  `pairs`: `pair_points(P, uv, w, scale_px=scale_px)` when the caller has it already.
   Returns (x [..., 3], valid [...], final per-view weights [..., v]).
   """
   if w is None:
     w = jnp.ones(uv.shape[:-1], uv.dtype)
   w = jnp.maximum(w, 0.0)
   if uv.shape[-2] >= 2:
-    xp, vp, cost = pair_points(P, uv, w, scale_px=scale_px)
+    xp, vp, cost = pairs if pairs is not None else pair_points(P, uv, w, scale_px=scale_px)
     best = jnp.argmin(cost, axis=-1)
     x = jnp.take_along_axis(xp, best[..., None, None], axis=-2)[..., 0, :]
     valid = jnp.any(vp, axis=-1)

@@ -50,12 +50,13 @@ def build(P, hyp_px, w, *, pairs: int, size: int):
   w_ = jnp.moveaxis(w, 2, -1)  # [b, t, j, v]
   P_ = P[:, :, None]  # [b, t, 1, v, 3, 4]
   scale = ROBUST_SCALE * size
-  x0, v0, view_w = triangulation.triangulate_robust(P_, mode_uv, w_, scale_px=scale)
-  xs, vs = [x0[..., None, :]], [v0[..., None]]
   nv = mode_uv.shape[-2]
+  found = triangulation.pair_points(P_, mode_uv, w_, scale_px=scale) if nv >= 2 else None
+  x0, v0, view_w = triangulation.triangulate_robust(P_, mode_uv, w_, scale_px=scale, pairs=found)
+  xs, vs = [x0[..., None, :]], [v0[..., None]]
   m = min(pairs, nv * (nv - 1) // 2)
   if m:
-    xp, vp, cost = triangulation.pair_points(P_, mode_uv, w_, scale_px=scale)
+    xp, vp, cost = found
     _, best = jax.lax.top_k(-cost, m)  # the m most consistent pairs
     xs.append(jnp.take_along_axis(xp, best[..., None], axis=-2))
     vs.append(jnp.take_along_axis(vp, best, axis=-1))
