@@ -171,7 +171,8 @@ def make_train_step(
     if dtype == jnp.float32:
       return method.loss_fn(params, extra, batch, rng, step)
     cast = lambda t: _cast_floats(t, dtype)
-    batch = dict(batch, images=cast(batch["images"]))
+    if "images" in batch:
+      batch = dict(batch, images=cast(batch["images"]))
     loss, aux = method.loss_fn(cast(params), cast(extra), batch, rng, step)
     return loss.astype(jnp.float32), _cast_floats(aux, jnp.float32)
 

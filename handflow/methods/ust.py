@@ -4,15 +4,18 @@ One forward pass over a batch of clips (b clips, t frames, v views; REFERENCE §
 1. Per image (`models.hypothesis_net.HypothesisNet`): coarse 2D mu, scale sigma and joint
    features h; the conditional flow's K hypotheses per joint per view (vmap over keys) plus its
    mode.
-2. The probabilistic point cloud (`models.point_cloud`): hypotheses triangulated across the
-   calibrated views, weighted by 1 / sigma, into s = K + 1 points per joint per frame, in the
-   canonical frame fixed by the mode's palm; features include the hypotheses' likelihood, the
-   reprojection error, the joint's spread and image features sampled at the projections
-   (`models.sampling`). The point positions are inputs (no gradient flows back into the
-   hypotheses through them).
-3. Per clip (`models.point_mesh_net.PointMeshNet`): the spatiotemporal point transformer and the
-   shared MANO head; the hand kernel gives vertices and 21 keypoints, placed in the world by a
-   similarity fit to the refined joints (`models.mano_head.place_by_similarity`).
+2. The probabilistic point cloud (`models.point_cloud.build`): per joint and frame the robustly
+   triangulated mode, the most consistent view-pair points and the K samples (triangulated
+   with the mode's robust view weights), in the canonical frame fixed by the mode's palm. Each
+   point is scored by its multi-view likelihood (`UST.score`); features include that score,
+   the distance from the views' modes, the joint's spread and image features sampled at the
+   projections (`models.sampling`). The point positions are inputs (no gradient flows back
+   into the hypotheses through them).
+3. Per clip (`models.point_mesh_net.PointMeshNet`): the spatiotemporal point transformer, a
+   fusion logit per point and the shared MANO head (one shape per clip); the cloud is fused by
+   softmax(logit + score) and refined by an offset; the hand kernel gives vertices and 21
+   keypoints, placed in the world by a rigid fit to the refined joints
+   (`models.mano_head.place_rigid`; `model.placement="similarity"` for a free scale).
 
 The objective is `ust_losses` (named terms, weights `config.loss.*`). No ground truth is read
 in training: only images, cameras, pseudo-labels and confidences. UST-Hand keeps no extra

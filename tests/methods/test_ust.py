@@ -1,6 +1,7 @@
 """UST-Hand on the tiny config: shapes through every stage, losses, a train step, evaluation."""
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -237,7 +238,7 @@ def test_bfloat16_step_keeps_geometry_in_float32(setup):
         assert "bfloat16" not in dtypes, f"{name} on bfloat16"
       if name == "conv_general_dilated" and "bfloat16" in dtypes:
         seen["bf16_conv"] = True
-      for sub in jax.core.jaxprs_in_params(eqn.params):
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
         walk(sub)
 
   walk(jaxpr.jaxpr)
