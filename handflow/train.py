@@ -158,9 +158,10 @@ def make_train_step(
   """The jitted step; donates the state.
 
   compute_dtype "bfloat16" (for TPUs): the loss is computed on bfloat16 copies of the parameters,
-  the extra state and the batch's images; the batch's geometry (cameras, labels) stays float32,
-  and a method returns its networks' outputs to float32 before geometry, densities, the hand
-  model and its losses (eigh and SVD must not run in bfloat16). Parameters, gradients and
+  the extra state and the batch as `method.compute_inputs` casts it (default: every float array;
+  UST-Hand: the images only, so cameras and labels stay float32), and a method returns its
+  networks' outputs to float32 before geometry, densities, the hand model and its losses (eigh
+  and SVD must not run in bfloat16). Parameters, gradients and
   optimiser state stay float32.
   """
   if compute_dtype not in ("float32", "bfloat16"):
@@ -171,8 +172,8 @@ def make_train_step(
     if dtype == jnp.float32:
       return method.loss_fn(params, extra, batch, rng, step)
     cast = lambda t: _cast_floats(t, dtype)
-    if "images" in batch:
-      batch = dict(batch, images=cast(batch["images"]))
+    inputs = getattr(method, "compute_inputs", None)  # the method says what it casts
+    batch = inputs(batch, dtype) if inputs is not None else cast(batch)
     loss, aux = method.loss_fn(cast(params), cast(extra), batch, rng, step)
     return loss.astype(jnp.float32), _cast_floats(aux, jnp.float32)
 

@@ -1,6 +1,6 @@
 """What 2D pseudo-labels look like against the ground truth: the numbers a detector is judged by.
 
-  python -m handflow.data.label_stats --config=configs/ust.py [--split=test] [--presets=...]
+  python -m handflow.data.label_stats --config=configs/ust.py [--split=validation] [--presets=...]
 
 `statistics(uv_pl, conf, uv_gt)` over detections [..., 21, 2] (pixels of the dataset's images):
 the fraction of views with a detection, per-keypoint error quantiles over detected keypoints,
@@ -60,19 +60,20 @@ def table(rows: dict[str, dict]) -> str:
   return "\n".join(out)
 
 
-def simulate_split(examples, det: pseudo_labels.DetectorConfig, seed: int = 0, split_id: int = 2):
+def simulate_split(examples, det: pseudo_labels.DetectorConfig, key_fn):
   """Simulated labels for dataset examples (dicts with uv [t, v, 21, 2], visible, T_cam_world,
-  clip_id) with the pipeline's per-clip keys -> (uv_pl, conf, uv_gt) stacked."""
-  pl, cf, gt = [], [], []
-  for ex in examples:
-    out = pseudo_labels.simulate(
-      ex["uv"], ex["visible"], det, key=(seed, split_id, int(ex["clip_id"])),
-      view_axes=np.asarray(ex["T_cam_world"])[0, :, 2, :3],
-    )  # fmt: skip
-    pl.append(out.uv)
-    cf.append(out.confidence)
-    gt.append(ex["uv"])
-  return np.stack(pl), np.stack(cf), np.stack(gt)
+  clip_id), keyed by `key_fn(clip_id)` as the pipeline keys them -> (uv_pl, conf, uv_gt)."""
+  outs = [
+    pseudo_labels.simulate_clip(ex["uv"], ex["visible"], ex["T_cam_world"], det,
+                                key_fn(ex["clip_id"]))
+    for ex in examples
+  ]  # fmt: skip
+  stack = lambda xs: np.stack(list(xs))
+  return (
+    stack(o.uv for o in outs),
+    stack(o.confidence for o in outs),
+    stack(e["uv"] for e in examples),
+  )
 
 
 def main(argv):
@@ -89,11 +90,11 @@ def main(argv):
   ds = tfds.as_numpy(builder.as_dataset(split=split))
   keys = ("uv", "visible", "T_cam_world", "clip_id")
   examples = [{k: ex[k] for k in keys} for ex in ds]
-  sid = pipeline.SPLIT_IDS.get(pipeline.base_split(split), 9)
+  key_fn = lambda cid: pipeline.clip_key(config, split, cid)
   rows = {"MediaPipe 0.10.21 (measured)": dict(pseudo_labels.MEDIAPIPE_MEASURED)}
   for name in flags.FLAGS.presets:
     det = pseudo_labels.preset(name)
-    rows[f"simulated: {name}"] = statistics(*simulate_split(examples, det, config.seed, sid))
+    rows[f"simulated: {name}"] = statistics(*simulate_split(examples, det, key_fn))
   print(f"{config.data.name} {split}: {len(examples)} clips, pixels of the dataset's images")
   print(table(rows))
 
@@ -103,6 +104,7 @@ if __name__ == "__main__":
   from ml_collections import config_flags
 
   config_flags.DEFINE_config_file("config", "configs/ust.py", "Experiment config (its data).")
-  flags.DEFINE_string("split", "test", "Dataset split.")
+  # Presets are calibrated here: on validation, so that nothing is chosen on the test split.
+  flags.DEFINE_string("split", "validation", "Dataset split.")
   flags.DEFINE_list("presets", list(pseudo_labels.PRESETS), "Simulated presets to compare.")
   app.run(main)

@@ -91,9 +91,13 @@ def _detected(config, split):
   return labels
 
 
+def clip_key(config, split: str, clip_id) -> tuple:
+  """The simulated detector's key of a clip: (data seed, split, clip id)."""
+  return (int(config.data.get("seed", 0)), SPLIT_IDS.get(base_split(split), 9), int(clip_id))
+
+
 def _pseudo_labels_fn(config, split):
   det = detector_config(config)
-  seed = int(config.data.get("seed", 0))
   detected = _detected(config, split)
 
   def fn(uv, visible, T_cam_world, clip_id):
@@ -103,10 +107,9 @@ def _pseudo_labels_fn(config, split):
       pl, conf = detected[int(clip_id)]
       v = uv.shape[1]
       return pl[:, :v].astype(np.float32), conf[:, :v].astype(np.float32)
-    # Coherent failures spread over views whose optical axes (world) are close.
-    axes = T_cam_world[0, :, 2, :3]
-    key = (seed, SPLIT_IDS.get(base_split(split), 9), int(clip_id))
-    out = pseudo_labels.simulate(uv, visible, det, key=key, view_axes=axes)
+    out = pseudo_labels.simulate_clip(
+      uv, visible, T_cam_world, det, clip_key(config, split, clip_id)
+    )
     return out.uv, out.confidence
 
   return fn

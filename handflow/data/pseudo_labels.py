@@ -142,6 +142,13 @@ class PseudoLabels:
   event: np.ndarray  # [...] the coherent event kind per detection (0: none, i: EVENTS' i-th)
 
 
+def simulate_clip(uv_gt, visible, T_cam_world, config: DetectorConfig, key) -> PseudoLabels:
+  """One dataset clip (uv [t, v, 21, 2], visible [t, v, 21], T_cam_world [t, v, 4, 4]): coherent
+  failures spread over views whose optical axes (world, first frame) are close."""
+  axes = np.asarray(T_cam_world)[0, :, 2, :3]
+  return simulate(uv_gt, visible, config, key=key, view_axes=axes)
+
+
 def hand_size_px(uv):
   """Diagonal of the 2D bounding box of the keypoints [..., 21, 2] -> [...]."""
   return np.linalg.norm(uv.max(-2) - uv.min(-2), axis=-1)

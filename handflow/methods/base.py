@@ -20,6 +20,8 @@ A method is an object with (all array functions pure and jit-able; `batch["mask"
 - `param_labels(params) -> pytree of str`: a label per parameter leaf (e.g. "backbone", "head")
   for optimiser groups (`handflow.optim`: learning-rate multipliers and frozen parts match
   labels as well as paths).
+- `compute_inputs(batch, dtype) -> batch` (optional, not in `MethodBase`): what the loss sees
+  under bfloat16 compute; without it the loop casts every float array.
 - `load_pretrained(params, restored, cfg) -> (params, report)`: puts a pre-trained tree of
   another run (perhaps another model) into `params` (`handflow.finetune.load`: matching paths,
   `dont_load` and `rename` patterns); a model whose parameters must be adapted on load (a ViT's

@@ -48,8 +48,8 @@ L1_SCALE = 0.02  # crop units
   jax.tree_util.register_dataclass,
   data_fields=[
     "mu", "sigma", "fmap", "log_heatmap", "flow_ctx", "flow_weights", "hyp", "log_lik",
-    "points", "valid", "frame", "refined", "mano", "certainty",
-    "joints", "vertices", "rotmats", "scale", "score", "fuse_w", "view_w",
+    "points", "valid", "frame", "refined", "mano",
+    "joints", "vertices", "rotmats", "scale", "score", "fuse_w",
   ],
   meta_fields=["size"],
 )  # fmt: skip
@@ -72,14 +72,12 @@ class Forward:
   frame: tuple  # canonical frame: (scale [b, t], R_world_hand [b, t, 3, 3], root [b, t, 3])
   refined: jax.Array  # [b, t, 21, 3] modes moved by the transformer, world
   mano: mano_head.ManoParams  # head outputs [b, t]
-  certainty: jax.Array  # [b, t, v, 21] min over views of sigma / sigma, in (0, 1]
   joints: jax.Array  # [b, t, 21, 3] the placed hand's keypoints, world
   vertices: jax.Array  # [b, t, n, 3] world
   rotmats: jax.Array  # [b, t, 16, 3, 3] world orientation first, then the 15 local rotations
   scale: jax.Array  # [b, t] the placement's scale (1 for the rigid placement)
   score: jax.Array  # [b, t, 21, s] each point's multi-view likelihood (nats)
   fuse_w: jax.Array  # [b, t, 21, s] the fusion's weights
-  view_w: jax.Array  # [b, t, 21, v] the robust fit's view weights of the modes
 
 
 def _float32(tree):
@@ -155,6 +153,10 @@ class UST(base.MethodBase):
     p2 = self.point_mesh_net.init(r2, geom, z(1, t, 21, s, c), jnp.ones((1, t, 21, s), bool))
     return {"hypothesis_net": p1, "point_mesh_net": p2}, {}
 
+  def compute_inputs(self, batch, dtype):
+    """bfloat16 (TPU): the images only; cameras and labels feed the geometry in float32."""
+    return dict(batch, images=batch["images"].astype(dtype))
+
   def hypotheses(self, params, batch, rng, k):
     """Per-image outputs and hypotheses (crop units), shapes [b, t, v, 21, ...]."""
     img = batch["images"]
@@ -219,8 +221,7 @@ class UST(base.MethodBase):
     fmap = s1["fmap"] if self.feature_grad else sg(s1["fmap"])
     sampled = sampling.bilinear_sample(fmap, uv.reshape(b * t * v, 21 * s, 2))
     sampled = sampled.reshape(b, t, v, 21, s, -1)
-    kh = s1["hyp"].shape[-2] - 1
-    kind = point_cloud.kinds(s - 1 - kh, kh)
+    kind = point_cloud.kinds(s - s1["hyp"].shape[-2], s1["hyp"].shape[-2] - 1)
     geom, img = point_cloud.features(x, valid, kind, err, score, frame, sampled, view_w, size)
     logits, offset, mano = _float32(
       self.point_mesh_net.apply(params["point_mesh_net"], geom, img, valid)
@@ -236,9 +237,8 @@ class UST(base.MethodBase):
     joints, vertices, scale, R_world = self.place(kp, verts, sg(refined))
     rotmats = jnp.concatenate([R_world[:, :, None], R[:, :, 1:]], axis=2)
     return Forward(
-      points=x, valid=valid, frame=frame, refined=refined, mano=mano, certainty=certainty,
-      joints=joints, vertices=vertices, rotmats=rotmats, scale=scale, score=score,
-      fuse_w=fuse_w, view_w=view_w, **s1,
+      points=x, valid=valid, frame=frame, refined=refined, mano=mano, joints=joints,
+      vertices=vertices, rotmats=rotmats, scale=scale, score=score, fuse_w=fuse_w, **s1,
     )  # fmt: skip
 
   def score(self, s1, uv, w):

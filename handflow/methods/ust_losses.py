@@ -9,9 +9,9 @@ whose positions may hold any value (`losses.weighted_mean`). Three weightings of
   alike (confidence-weighting would hide the confident and the unconfident failures from the
   density that exists to model them);
 - stage 1's heatmaps and the 3D fit use the **agreement weights** (`Agreement`): confidence
-  times, after a warm-up, a Cauchy weight of the label's distance from the projection of the
-  model's own fused keypoints (no gradient through the weight), so that labels the views and
-  the hand model out-vote stop pulling;
+  times, after a warm-up, a Cauchy weight of the label's distance from the projection of a
+  robust fusion of labels and model (no gradient through the weight), so that labels the other
+  views out-vote stop pulling;
 - terms:
   - heatmap: stage 1's heatmaps against Gaussians at the pseudo-labels (dense early signal);
   - nll: the flow's negative log-likelihood of the pseudo-labels (nats per joint);
