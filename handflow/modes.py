@@ -72,14 +72,26 @@ def run(mode: str, config, workdir):
     evaluate = lambda params, extra: evaluators.evaluate(stats_fn, params, extra, val(), mesh)
     state = train.train_and_evaluate(config, workdir, method, train_batches(config), evaluate)
     trained = (state.eval_params, state.extra)
-    probe = sharding.global_batch(next(iter(train_batches(config)(0))), mesh)
-  else:
-    probe = sharding.global_batch(next(iter(test())), mesh)
+  # A test batch's shapes initialise the untrained model (a training pipeline would fill its
+  # shuffle buffer for one batch).
+  probe = sharding.global_batch(next(iter(test())), mesh)
+  if mode != "train":
     trained = train.restore_for_inference(config, method, workdir, probe, mesh)
   untrained = jax.jit(method.init)(jax.random.key(int(config.seed)), probe)
   # On the trained model's shardings, so that the compiled statistics serve both models.
   untrained = jax.device_put(untrained, jax.tree.map(lambda x: x.sharding, trained))
-  return report.write(config, workdir, method, trained, untrained, test, evals, stats_fn, mesh)
+  calib = split_batches(config, "eval") if _has_split(config, s["eval"]) else None
+  return report.write(
+    config, workdir, method, trained, untrained, test, evals, stats_fn, mesh, calib
+  )
+
+
+def _has_split(config, split) -> bool:
+  try:
+    pipeline.check_splits(config, split)
+  except pipeline.DataError:
+    return False
+  return True
 
 
 def write_predictions(method, params, extra, batches, mesh, workdir):
@@ -93,9 +105,7 @@ def write_predictions(method, params, extra, batches, mesh, workdir):
     pred = fn(params, extra, sharding.global_batch(local, mesh))
     keep = np.asarray(local["mask"]) > 0
     for k, v in pred.items():  # this host's rows of the global batch
-      shards = sorted(v.addressable_shards, key=lambda s: s.index[0].start or 0)
-      rows = np.concatenate([np.asarray(s.data) for s in shards])
-      out.setdefault(k, []).append(rows[keep])
+      out.setdefault(k, []).append(sharding.local_rows(v)[keep])
     out.setdefault("clip_id", []).append(np.asarray(local["clip_id"])[keep])
   arrays = {k: np.concatenate(v) for k, v in out.items()}
   path = workdir / f"predictions-{jax.process_index():03d}.npz"

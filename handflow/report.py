@@ -1,7 +1,7 @@
 """What a run reports: the test split scored once, against the untrained model and the teacher.
 
   results = write(config, workdir, method, trained, untrained, test_batches, evals, stats_fn,
-                  mesh)
+                  mesh, calib_batches)
 
 `trained` and `untrained` are (params, extra) pairs; `stats_fn` is the compiled statistics
 (`eval.evaluators.make_stats_fn`) of the evaluators `evals`. One pass over the test split scores
@@ -10,7 +10,8 @@ overlay.
 Writes into the workdir (process 0; whole files or nothing):
 - results.json: every metric of the trained and the untrained model (same seed, no training);
 - results.md: the tables (a row per model and per extra row of the `pose3d` evaluator, a column
-  per protocol metric, mm; 2D errors; calibration);
+  per protocol metric, mm; 2D errors; calibration, with 3D radii chosen on `calib_batches`, the
+  validation split, when given: `conformal`);
 - overlay.png: the predicted mesh and keypoints (and the ground truth's) on test views, with each
   joint's 2D hypotheses when the method has them (methods that predict a mesh);
 - training_curve.png: the loss and its terms, and the periodic validation metric.
@@ -114,12 +115,21 @@ def tables(title, evals, trained: dict, untrained: dict, labels: dict) -> str:
       "",
       "## Uncertainty calibration (fraction of ground truth inside the predicted region)",
       "",
-      "| region | trained | untrained | ideal |",
-      "|---|---|---|---|",
+      "| region | trained | untrained | trained, radius chosen on validation (x RMS) | ideal |",
+      "|---|---|---|---|---|",
     ]
     for k in calib:
       ideal = int(k[-2:]) / 100
-      lines.append(f"| {k[6:]}% | {trained[k]:.3f} | {untrained[k]:.3f} | {ideal} |")
+      conf, scale = trained.get(f"{k}_conformal"), trained.get(f"{k}_scale")
+      chosen = f"{conf:.3f} (x {scale:.2f})" if conf is not None else "–"
+      lines.append(f"| {k[6:]}% | {trained[k]:.3f} | {untrained[k]:.3f} | {chosen} | {ideal} |")
+    if any(f"{k}_conformal" in trained for k in calib):
+      lines += [
+        "",
+        "3D regions are balls around the final keypoints. Their radius is the predicted RMS error "
+        "scaled as for an isotropic Gaussian, or (last column) by the multiple that covers the "
+        "level on the validation split (split conformal prediction).",
+      ]
   return f"# {title}: test split, scored once\n\n" + "\n".join(lines) + "\n"
 
 
@@ -174,12 +184,37 @@ def score_once(stats_fn, models: dict, batches, mesh, labels=None):
   return results, first
 
 
-def write(config, workdir, method, trained, untrained, test_batches, evals, stats_fn, mesh) -> dict:
+def conformal(predict_fn, evals, trained, calib_batches, test_batches, mesh) -> dict:
+  """`calib/3d_<level>_{scale,conformal}` of the trained model: the radii (multiples of the
+  predicted RMS error) chosen on `calib_batches` (validation) and their coverage on test; {}
+  without a 3D calibration evaluator."""
+  calib = next((e for e in evals if isinstance(e, evaluators_lib.Calibration)), None)
+  if calib is None or calib_batches is None:
+    return {}
+  r_val = evaluators_lib.ratios(predict_fn, *trained, calib_batches(), mesh)
+  scales = evaluators_lib.conformal_scales(r_val, calib.levels)
+  r_test = evaluators_lib.ratios(predict_fn, *trained, test_batches(), mesh)
+  cover = evaluators_lib.coverage(r_test, scales)
+  out = {}
+  for lv in calib.levels:
+    out[f"calib/3d_{round(lv * 100)}_scale"] = scales[lv]
+    out[f"calib/3d_{round(lv * 100)}_conformal"] = cover[lv]
+  return out
+
+
+def write(
+  config, workdir, method, trained, untrained, test_batches, evals, stats_fn, mesh,
+  calib_batches=None,
+) -> dict:  # fmt: skip
   workdir = epath.Path(workdir)
+  predict_fn = jax.jit(method.predict)  # the conformal radii and the overlay share it
   collected = []
   results, batch = score_once(
     stats_fn, {"trained": trained, "untrained": untrained}, test_batches(), mesh, collected
   )
+  if any(k.startswith("calib/3d_") for k in results["trained"]):
+    c = conformal(predict_fn, evals, trained, calib_batches, test_batches, mesh)
+    results["trained"].update(c)
   if jax.process_index() != 0:
     return results
   title = getattr(method, "title", config.method)
@@ -198,7 +233,7 @@ def write(config, workdir, method, trained, untrained, test_batches, evals, stat
   _write(workdir / "results.json", json.dumps(results, indent=1, sort_keys=True).encode())
   _write(workdir / "results.md", text.encode())
   print(text)
-  pred = jax.device_get(jax.jit(method.predict)(*trained, batch))
+  pred = jax.device_get(predict_fn(*trained, batch))
   if "vertices" in pred:
     batch = jax.device_get(batch)
     caption = f"{title}: test clip 0, frame 0"

@@ -95,6 +95,13 @@ def global_batch(local_batch: dict, mesh) -> dict:
   return out
 
 
+def local_rows(x) -> np.ndarray:
+  """This host's rows of a global array sharded on its leading (batch) axis (the inverse of
+  `global_batch`), in order; replicated copies of a row are read once."""
+  shards = {s.index[0].start or 0: s for s in x.addressable_shards}
+  return np.concatenate([np.asarray(shards[k].data) for k in sorted(shards)])
+
+
 def param_shardings(params, mesh, mode: str = "replicated", min_size: int = 2**14):
   """Shardings for a parameter pytree: replicated, or FSDP over the data axis."""
   if mode == "replicated":

@@ -53,6 +53,11 @@ def test_tiny_ust_trains_reports_evaluates_and_predicts(tmp_path):
   for png in ("overlay.png", "training_curve.png"):
     assert (wd / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert "teacher: pseudo-labels triangulated" in (wd / "results.md").read_text()
+  # 3D radii chosen on validation, scored on test.
+  for lv in ("50", "90"):
+    assert 0.0 <= results["trained"][f"calib/3d_{lv}_conformal"] <= 1.0
+    assert results["trained"][f"calib/3d_{lv}_scale"] > 0
+  assert "radius chosen on validation" in (wd / "results.md").read_text()
   # eval re-reports the newest checkpoint; predict writes the test split's outputs. In this
   # process (the entry only dispatches to modes.run): one subprocess per method, not per mode.
   config = ust.get_config("tiny,K=3")

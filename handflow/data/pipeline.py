@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -137,14 +136,15 @@ def _crop_geometry(uv_pl, conf, uv, K, in_hw, size, train, rng_seed):
     angle = rng.uniform(-np.pi / 4, np.pi / 4, shape)
   else:
     angle = np.zeros(shape)
+  # NumPy throughout: eager JAX ops here would wait for the training step (same device).
   crop = cameras.square_crop_affine(ctr, side, size)
   rot = cameras.rotation_affine(
-    jnp.asarray(angle, jnp.float32), jnp.full(shape + (2,), (size - 1) / 2)
+    np.asarray(angle, np.float32), np.full(shape + (2,), (size - 1) / 2, np.float32)
   )
   A = cameras.compose_affine(rot, crop)
   inv = cameras.invert_affine(A).reshape(shape + (6,))
-  transforms = jnp.concatenate([inv, jnp.zeros(shape + (2,))], -1)
-  uv_pl_out = jnp.where(conf[..., None] > 0, cameras.warp_points(A, uv_pl), 0.0)
+  transforms = np.concatenate([inv, np.zeros(shape + (2,), inv.dtype)], -1)
+  uv_pl_out = np.where(conf[..., None] > 0, cameras.warp_points(A, uv_pl), 0.0)
   f32 = lambda x: np.asarray(x, np.float32)
   return f32(transforms), f32(cameras.warp_K(K, A)), f32(uv_pl_out), f32(cameras.warp_points(A, uv))
 

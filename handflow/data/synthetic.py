@@ -195,7 +195,7 @@ def generate_clip(seed, config: SceneConfig = SceneConfig(), model=None):
   lo, hi = uv_full.min(-2), uv_full.max(-2)
   side = (hi - lo).max(-1) * c.crop_margin * rng.uniform(0.95, 1.15, (t_, v_))
   ctr = (lo + hi) / 2 + rng.normal(0, 0.04, (t_, v_, 2)) * side[..., None]
-  A = np.asarray(cameras.square_crop_affine(ctr, side, s))
+  A = np.asarray(cameras.square_crop_affine(jnp.asarray(ctr), jnp.asarray(side), s))
   K = np.asarray(cameras.warp_K(jnp.asarray(K_full), jnp.asarray(A)))  # [t, v, 3, 3]
   uv, depth_kp = cameras.project(jnp.asarray(K), jnp.asarray(xyz_c))
   uv, depth_kp = np.asarray(uv), np.asarray(depth_kp)

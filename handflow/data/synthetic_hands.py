@@ -7,10 +7,15 @@
 Built through handflow's `--mode=prepare` (the TFDS CLI needs apache-beam, which handflow does
 not depend on); `train`, `validation` and `test` are generated from disjoint seed streams, and
 a clip is a deterministic function of (split, index, config). The config's name encodes every
-parameter, so different settings never share files.
+parameter, so different settings never share files. Large builds generate clips in worker
+processes (`_Pool`), in order.
 """
 
 from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent import futures
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -105,13 +110,48 @@ class SyntheticHands(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager  # everything is generated locally
-    return {split: self._generate_examples(split) for split in self.builder_config.clips}
-
-  def _generate_examples(self, split):
     cfg = self.builder_config
-    for i in range(cfg.clips[split]):
-      clip = synthetic.generate_clip((cfg.seed, SPLIT_SEEDS[split], i), cfg.scene)
+    pool = _Pool(sum(cfg.clips.values()), len(cfg.clips))
+    return {split: self._generate_examples(split, pool) for split in cfg.clips}
+
+  def _generate_examples(self, split, pool):
+    cfg = self.builder_config
+    seeds = [(cfg.seed, SPLIT_SEEDS[split], i) for i in range(cfg.clips[split])]
+    for i, clip in enumerate(pool.map(seeds, cfg.scene)):
       yield f"{split}-{i:06d}", {"clip_id": i, **clip}
+
+
+def _generate(seed, scene):
+  return synthetic.generate_clip(seed, scene)
+
+
+class _Pool:
+  """Clip generation in worker processes when a build is large enough to pay for starting them
+  (each imports JAX and compiles the renderer, ~20 s; rendering keeps about one core busy).
+  Clips are deterministic in their seeds, so the bytes do not depend on the worker count. Shut
+  down after the last of `splits` generators is exhausted."""
+
+  MIN_CLIPS = 64
+
+  def __init__(self, total_clips: int, splits: int):
+    workers = min(os.cpu_count() or 1, 8)
+    self._executor = None
+    if workers > 1 and total_clips >= self.MIN_CLIPS:
+      # spawn: the parent has initialised JAX, which is not fork-safe.
+      ctx = multiprocessing.get_context("spawn")
+      self._executor = futures.ProcessPoolExecutor(workers, mp_context=ctx)
+    self._left = splits
+
+  def map(self, seeds, scene):
+    try:
+      if self._executor is None:
+        yield from (_generate(s, scene) for s in seeds)
+      else:
+        yield from self._executor.map(_generate, seeds, [scene] * len(seeds), chunksize=2)
+    finally:
+      self._left -= 1
+      if self._left == 0 and self._executor is not None:
+        self._executor.shutdown(cancel_futures=True)
 
 
 def builder(config: SyntheticHandsConfig, data_dir: str | None = None) -> SyntheticHands:

@@ -28,6 +28,10 @@ Metrics are per frame (b * t samples; padding masked). Config entries (a dict na
   `calib/3d_<level>`; 2D, for methods with a density (`method.uv_log_density`): the
   highest-density region thresholded at the quantile of the K samples' log-densities
   (`uv_log_lik`), `calib/2d_<level>`.
+  The Gaussian radius assumes the uncertainty is the true RMS error; `conformal_scales` instead
+  picks each level's radius (a multiple of `uncertainty`) on the validation split (split
+  conformal prediction), and `coverage` scores it on test: `calib/3d_<level>_conformal` in the
+  report, exact per joint, with the multiples as `calib/3d_<level>_scale`.
 - `labels` {wrong, right}: the share of wrong / right pseudo-labels a method's `label_weight`
   pushes below half their confidence, `labels/{wrong,right}_downweighted`.
 
@@ -42,6 +46,8 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
 
 from handflow import sharding
 from handflow.eval import metrics, protocols
@@ -169,6 +175,42 @@ class Calibration:
       return None
     res = {k: v.astype(jnp.float32) for k, v in res.items()}
     return metrics.batch_stats({}, res, _frame_mask(batch))
+
+
+def ratios(predict_fn, params, extra, batches, mesh) -> np.ndarray:
+  """Each real final keypoint's 3D error in units of its predicted RMS error,
+  |xyz - joints| / uncertainty, over one pass of per-host `batches` (flat; padding and
+  non-finite values dropped). predict_fn: the method's jitted `predict` on global batches (the
+  report shares it with its figures: one compilation)."""
+  out = []
+  for local in batches:
+    pred = predict_fn(params, extra, sharding.global_batch(local, mesh))
+    joints, u = sharding.local_rows(pred["joints"]), sharding.local_rows(pred["uncertainty"])
+    r = np.linalg.norm(np.asarray(local["xyz"]) - joints, axis=-1) / np.maximum(u, 1e-9)
+    out.append(np.where((np.asarray(local["mask"]) > 0)[:, None, None], r, np.nan))
+  if not out:
+    return np.zeros((0,), np.float32)
+  # Every host has the same number of (padded) batches: gather them all, then drop padding.
+  r = np.concatenate(out)
+  if jax.process_count() > 1:
+    r = np.asarray(multihost_utils.process_allgather(r))
+  r = r.reshape(-1)
+  return r[np.isfinite(r)]
+
+
+def conformal_scales(r_calib: np.ndarray, levels) -> dict:
+  """{level: q}: the radius q * uncertainty covers at least `level` of new keypoints exchangeable
+  with the calibration ones (split conformal: the ceil((n + 1) level)-th smallest ratio)."""
+  n = len(r_calib)
+  if n == 0:
+    raise ValueError("conformal_scales: no calibration keypoints")
+  r = np.sort(r_calib)
+  return {lv: float(r[min(n - 1, math.ceil((n + 1) * lv) - 1)]) for lv in levels}
+
+
+def coverage(r: np.ndarray, scales: dict) -> dict:
+  """{level: share of ratios r <= its scale} (NaN without keypoints)."""
+  return {lv: float(np.mean(r <= q)) if len(r) else float("nan") for lv, q in scales.items()}
 
 
 @dataclasses.dataclass(frozen=True)

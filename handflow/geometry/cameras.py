@@ -10,12 +10,22 @@ Conventions (OpenCV, used everywhere in handflow unless a name says otherwise):
 
 Image warps are 2x3 pixel affines `A` (uv_new = A @ [u, v, 1]); `warp_K(K, A)` returns the
 intrinsics of the warped image, exact for any affine (crop, resize, in-plane rotation about any
-centre, flips), because projection is homogeneous and A's last row is [0, 0, 1].
+centre, flips), because projection is homogeneous and A's last row is [0, 0, 1]. The affine
+helpers compute in NumPy when given NumPy inputs: the input pipeline calls them from tf.data
+threads, where eager JAX ops would queue behind the training step on the same device.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+import numpy as np
+
+
+def _xp(*arrays):
+  """jax.numpy if any input is a JAX array (or tracer), else NumPy."""
+  return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
+
 
 # OpenCV <-> OpenGL camera frames (its own inverse).
 GL_FROM_CV = jnp.diag(jnp.array([1.0, -1.0, -1.0]))
@@ -72,13 +82,15 @@ def backproject(K, uv, depth):
 
 def warp_K(K, A):
   """Intrinsics of an image warped by the pixel affine A [..., 2, 3]: K' = [A; 0 0 1] @ K."""
-  bottom = jnp.broadcast_to(jnp.array([0.0, 0.0, 1.0], K.dtype), A.shape[:-2] + (1, 3))
-  return jnp.concatenate([A, bottom], axis=-2) @ K
+  xp = _xp(K, A)
+  bottom = xp.broadcast_to(xp.array([0.0, 0.0, 1.0], K.dtype), A.shape[:-2] + (1, 3))
+  return xp.concatenate([A, bottom], axis=-2) @ K
 
 
 def warp_points(A, uv):
   """Applies the pixel affine A [..., 2, 3] to uv [..., n, 2]."""
-  return jnp.einsum("...ij,...nj->...ni", A[..., :2], uv) + A[..., None, :, 2]
+  xp = _xp(A, uv)
+  return xp.einsum("...ij,...nj->...ni", A[..., :2], uv) + A[..., None, :, 2]
 
 
 def crop_resize_affine(box, out_size):
@@ -88,47 +100,52 @@ def crop_resize_affine(box, out_size):
   (u_src, v_src) = A^-1 (u, v) at output pixel centres (u, v) (e.g. tf.raw_ops
   ImageProjectiveTransformV3 with the inverse transform, or cv2.warpAffine with A).
   """
-  box = jnp.asarray(box, jnp.float32)
+  xp = _xp(box)
+  box = xp.asarray(box, xp.float32)
   sx = out_size[0] / box[..., 2]
   sy = out_size[1] / box[..., 3]
-  zero = jnp.zeros_like(sx)
-  row0 = jnp.stack([sx, zero, (0.5 - box[..., 0]) * sx - 0.5], -1)
-  row1 = jnp.stack([zero, sy, (0.5 - box[..., 1]) * sy - 0.5], -1)
-  return jnp.stack([row0, row1], -2)
+  zero = xp.zeros_like(sx)
+  row0 = xp.stack([sx, zero, (0.5 - box[..., 0]) * sx - 0.5], -1)
+  row1 = xp.stack([zero, sy, (0.5 - box[..., 1]) * sy - 0.5], -1)
+  return xp.stack([row0, row1], -2)
 
 
 def square_crop_affine(center, side, out_size: int):
   """Pixel affine of a square crop of `side` pixels centred at `center` [..., 2] (its edges at
   center -+ side / 2), resized to out_size x out_size."""
-  center = jnp.asarray(center, jnp.float32)
-  side = jnp.asarray(side, jnp.float32)[..., None]
-  box = jnp.concatenate([center - side / 2 + 0.5, side, side], -1)
+  xp = _xp(center, side)
+  center = xp.asarray(center, xp.float32)
+  side = xp.asarray(side, xp.float32)[..., None]
+  box = xp.concatenate([center - side / 2 + 0.5, side, side], -1)
   return crop_resize_affine(box, (out_size, out_size))
 
 
 def rotation_affine(angle, center):
   """Pixel affine rotating the image by `angle` radians (counter-clockwise as displayed, i.e.
   with y down) about `center` [..., 2]."""
-  c, s = jnp.cos(angle), jnp.sin(angle)
+  xp = _xp(angle, center)
+  c, s = xp.cos(angle), xp.sin(angle)
   cx, cy = center[..., 0], center[..., 1]
   # With y pointing down, a counter-clockwise rotation on screen is [[c, s], [-s, c]].
-  row0 = jnp.stack([c, s, cx - c * cx - s * cy], -1)
-  row1 = jnp.stack([-s, c, cy + s * cx - c * cy], -1)
-  return jnp.stack([row0, row1], -2)
+  row0 = xp.stack([c, s, cx - c * cx - s * cy], -1)
+  row1 = xp.stack([-s, c, cy + s * cx - c * cy], -1)
+  return xp.stack([row0, row1], -2)
 
 
 def compose_affine(A2, A1):
   """The affine of applying A1 then A2 ([..., 2, 3] each)."""
+  xp = _xp(A2, A1)
   lin = A2[..., :2] @ A1[..., :2]
-  t = jnp.einsum("...ij,...j->...i", A2[..., :2], A1[..., 2]) + A2[..., 2]
-  return jnp.concatenate([lin, t[..., None]], -1)
+  t = xp.einsum("...ij,...j->...i", A2[..., :2], A1[..., 2]) + A2[..., 2]
+  return xp.concatenate([lin, t[..., None]], -1)
 
 
 def invert_affine(A):
   """Inverse of a pixel affine [..., 2, 3]."""
-  lin = jnp.linalg.inv(A[..., :2])
-  t = -jnp.einsum("...ij,...j->...i", lin, A[..., 2])
-  return jnp.concatenate([lin, t[..., None]], -1)
+  xp = _xp(A)
+  lin = xp.linalg.inv(A[..., :2])
+  t = -xp.einsum("...ij,...j->...i", lin, A[..., 2])
+  return xp.concatenate([lin, t[..., None]], -1)
 
 
 def opencv_to_opengl(x_cam_cv):

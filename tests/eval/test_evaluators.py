@@ -35,6 +35,50 @@ def test_3d_calibration_is_nominal_for_gaussian_errors_of_the_predicted_size():
   assert out["calib/3d_50"] < 0.15
 
 
+def _predict(params, extra, batch):
+  """A method's predict whose outputs are the batch's `pred_joints` and `pred_u`."""
+  del params, extra
+  return {"joints": batch["pred_joints"], "uncertainty": batch["pred_u"]}
+
+
+def test_conformal_radii_chosen_on_one_split_cover_another():
+  import jax
+
+  from handflow import sharding
+
+  rng = np.random.default_rng(1)
+  mesh = sharding.make_mesh({"data": -1})
+
+  def batches(n):  # uncertainty 3x too small: the Gaussian radius under-covers
+    for _ in range(n):
+      b, t = 8, 2
+      u = rng.uniform(0.005, 0.03, (b, t, 21)).astype(np.float32)
+      xyz = rng.normal(size=(b, t, 21, 3)).astype(np.float32)
+      err = rng.normal(size=(b, t, 21, 3)) * (u / np.sqrt(3))[..., None]
+      yield {"xyz": xyz, "pred_joints": (xyz + err).astype(np.float32), "pred_u": u / 3,
+             "mask": np.r_[np.ones(b - 1), 0.0].astype(np.float32)}  # fmt: skip
+
+  fn = jax.jit(_predict)
+  r_val = evaluators.ratios(fn, None, None, batches(8), mesh)
+  assert r_val.shape == (8 * 7 * 2 * 21,)  # padding dropped
+  scales = evaluators.conformal_scales(r_val, (0.5, 0.9))
+  # The true multiples: 3 x the Gaussian radii.
+  for lv, q in scales.items():
+    assert q == pytest.approx(3 * evaluators.chi3_radius(lv) / np.sqrt(3), rel=0.06)
+  cover = evaluators.coverage(evaluators.ratios(fn, None, None, batches(8), mesh), scales)
+  assert cover[0.5] == pytest.approx(0.5, abs=0.04)
+  assert cover[0.9] == pytest.approx(0.9, abs=0.03)
+
+
+def test_conformal_scale_is_the_finite_sample_order_statistic():
+  r = np.arange(1.0, 10.0)  # n = 9
+  s = evaluators.conformal_scales(r[::-1], (0.5, 0.9, 0.99))
+  assert s == {0.5: 5.0, 0.9: 9.0, 0.99: 9.0}  # ceil(10 * level)-th smallest, capped at n
+  assert evaluators.coverage(r, s) == {0.5: 5 / 9, 0.9: 1.0, 0.99: 1.0}
+  with pytest.raises(ValueError, match="no calibration"):
+    evaluators.conformal_scales(np.zeros(0), (0.5,))
+
+
 def test_labels_evaluator_pools_over_labels():
   b, t, v = 2, 1, 2
   uv = np.zeros((b, t, v, 21, 2))

@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -82,3 +83,23 @@ def test_opengl_round_trip():
   gl = cameras.opencv_to_opengl(jnp.asarray(x))
   np.testing.assert_allclose(gl[:, 1:], -x[:, 1:])
   np.testing.assert_allclose(cameras.opengl_to_opencv(gl), x)
+
+
+def test_affine_helpers_stay_in_numpy_for_numpy_inputs():
+  # The input pipeline calls them from tf.data threads: no JAX op may be dispatched there.
+  rng = np.random.default_rng(0)
+  ctr, side = rng.uniform(20, 100, (3, 2)), rng.uniform(30, 60, (3,))
+  angle, K = rng.uniform(-1, 1, (3,)), np.tile(np.eye(3, dtype=np.float32), (3, 1, 1))
+  uv = rng.uniform(0, 128, (3, 5, 2))
+
+  def chain(ctr, side, angle, K, uv):
+    A = cameras.compose_affine(
+      cameras.rotation_affine(angle, ctr * 0 + 31.5), cameras.square_crop_affine(ctr, side, 64)
+    )
+    return [A, cameras.invert_affine(A), cameras.warp_K(K, A), cameras.warp_points(A, uv)]
+
+  as_np = chain(ctr, side, angle, K, uv)
+  as_jax = chain(*(jnp.asarray(x, jnp.float32) for x in (ctr, side, angle, K, uv)))
+  for a, b in zip(as_np, as_jax, strict=True):
+    assert type(a) is np.ndarray and isinstance(b, jax.Array)
+    np.testing.assert_allclose(a, np.asarray(b), rtol=1e-4, atol=1e-3)
