@@ -72,10 +72,9 @@ def run(mode: str, config, workdir):
     evaluate = lambda params, extra: evaluators.evaluate(stats_fn, params, extra, val(), mesh)
     state = train.train_and_evaluate(config, workdir, method, train_batches(config), evaluate)
     trained = (state.eval_params, state.extra)
-  # A test batch's shapes initialise the untrained model (a training pipeline would fill its
-  # shuffle buffer for one batch).
-  probe = sharding.global_batch(next(iter(test())), mesh)
-  if mode != "train":
+    probe = sharding.global_batch(next(iter(train_batches(config)(0))), mesh)
+  else:
+    probe = sharding.global_batch(next(iter(test())), mesh)
     trained = train.restore_for_inference(config, method, workdir, probe, mesh)
   untrained = jax.jit(method.init)(jax.random.key(int(config.seed)), probe)
   # On the trained model's shardings, so that the compiled statistics serve both models.
