@@ -26,9 +26,10 @@ DETECTOR_KEYS = (
 )  # fmt: skip
 
 
-def base(arg, **method_args):
-  """(config, parsed arg) with everything but the method's model, losses and evaluators."""
-  arg = config_arg.parse(arg, variants=VARIANTS, views=0, frames=0, labels="", **method_args)
+def base(arg, variants=VARIANTS, **method_args):
+  """(config, parsed arg) with everything but the method's model, losses and evaluators.
+  `variants`: the ones the method's config accepts (the first is the default)."""
+  arg = config_arg.parse(arg, variants=variants, views=0, frames=0, labels="", **method_args)
   c = ml_collections.ConfigDict()
   c.method = ""
   c.variant = arg.variant

@@ -11,10 +11,13 @@ Per example (a clip [t, v, ...]):
   affine A, applied to the image by TF's projective transform and to the cameras exactly
   (K' = [A; 0 0 1] K), to the pseudo-labels (uv' = A uv) and to the 2D ground truth;
 - colour jitter (train), normalisation; views beyond config.data.views are dropped.
-Batches are [b, t, v, ...] with b = per-host batch size; evaluation pads the last batch with
+Batches are [b, t, v, ...] with b = per-host batch size (`data.single_view`: every view of every
+frame is its own example, t = v = 1, with an `image_id`, shuffled across clips when training); evaluation pads the last batch with
 `mask = 0` samples and gives every host the same number of batches. Ground truth (`xyz`, `uv`,
 `visible`, and `verts` [t, n, 3] / `has_verts` [t], the ground-truth mesh where the dataset has
-one) is only included for evaluation, or when `config.data.supervised` is set.
+one) is only included for evaluation, or when `config.data.supervised` is set. `data.masks`
+adds the dataset's hand masks (`hand_mask [t, v, size, size]`, 1 on the hand), cropped with the
+image.
 """
 
 from __future__ import annotations
@@ -165,6 +168,7 @@ def _example_fn(config, split, train, seed):
   size = crop_size(config)
   views = config.data.views
   supervised = bool(config.data.get("supervised", False))
+  masks = bool(config.data.get("masks", False))
   pl_fn = _pseudo_labels_fn(config, split)
 
   def fn(index, ex):
@@ -191,7 +195,13 @@ def _example_fn(config, split, train, seed):
       [tf.float32] * 4,
     )
     flat = tf.reshape(tf.cast(images, tf.float32) / 255.0, [t * v, *in_hw, 3])
+    with_mask = masks and "hand_mask" in ex
+    if with_mask:  # warped with the image (one resampling), thresholded after
+      hm = tf.reshape(tf.cast(sl(ex["hand_mask"]), tf.float32), [t * v, *in_hw, 1])
+      flat = tf.concat([flat, hm], -1)
     img = _warp(flat, tf.reshape(transforms, [t * v, 8]), size)
+    if with_mask:
+      img, hand_mask = img[..., :3], tf.cast(img[..., 3] > 0.5, tf.float32)
     if train:
       s1 = tf.cast(aug_seed, tf.int32)
       img = tf.image.stateless_random_brightness(img, 0.15, seed=s1)
@@ -208,12 +218,17 @@ def _example_fn(config, split, train, seed):
       "clip_id": clip_id,
       "mask": tf.constant(1.0),
     }
+    if with_mask:
+      out["hand_mask"] = tf.reshape(hand_mask, [t, v, size, size])
     if not train or supervised:
       out.update(xyz=ex["xyz"], uv=tf.ensure_shape(uv2, [t, v, 21, 2]), visible=visible)
       if "verts" in ex:  # ground-truth meshes stored by the dataset (real benchmarks)
         out["verts"] = ex["verts"]
         out["has_verts"] = ex.get("has_verts", tf.ones([t], tf.bool))
       elif "hand_pose" in ex:  # ground-truth meshes from the dataset's hand-model parameters
+        if config.data.get("pose_labels", False):  # the parameters themselves (CycleHand)
+          out.update({k: ex[k] for k in MANO_KEYS})
+          out["betas"] = tf.ensure_shape(ex["betas"], [_synthetic_hand().num_betas])
         verts = tf.numpy_function(
           _synthetic_vertices, [ex[k] for k in MANO_KEYS], tf.float32, stateful=False
         )
@@ -222,6 +237,38 @@ def _example_fn(config, split, train, seed):
     return out
 
   return fn
+
+
+VIEW_KEYS = ("images", "K", "T_cam_world", "uv_pl", "conf", "uv", "visible", "hand_mask")
+FRAME_KEYS = ("xyz", "verts", "has_verts", "hand_pose", "global_orient", "transl")
+
+
+def _single_images(t: int, v: int):
+  """A clip [t, v, ...] -> t * v examples of one frame and one view ([1, 1, ...]; per-frame
+  keys [1, ...]), each with `image_id` = clip_id * t * v + frame * v + view."""
+
+  def fn(ex):
+    n = t * v
+    out = {}
+    for k, x in ex.items():
+      if k in VIEW_KEYS:
+        out[k] = tf.reshape(x, [n, 1, 1, *x.shape[2:]])
+      elif k in FRAME_KEYS:
+        out[k] = tf.repeat(x, v, axis=0)[:, None]
+      else:  # per clip: clip_id, mask, betas
+        out[k] = tf.repeat(x[None], n, axis=0)
+    out["image_id"] = tf.cast(ex["clip_id"], tf.int64) * n + tf.range(n, dtype=tf.int64)
+    return out
+
+  return fn
+
+
+def images_per_example(config) -> int:
+  """Examples a stored clip becomes: t * v single images (`data.single_view`), or 1."""
+  if not config.data.get("single_view", False):
+    return 1
+  t = _builder_or_error(config).info.features["K"].shape[0]
+  return t * config.data.views
 
 
 def _builder_or_error(config):
@@ -302,17 +349,24 @@ def make_dataset(config, split, *, train, process_index=0, process_count=1, seed
   ds = builder.as_dataset(split=host_split, shuffle_files=train, read_config=read)
   if train:
     ds = ds.repeat().shuffle(max(16, 4 * config.batch_size), seed=seed)
+  single = config.data.get("single_view", False)
   # Resuming skips examples before the (costly) map; the indices, hence augmentations, match an
-  # uninterrupted run.
+  # uninterrupted run. Single images are skipped after the map (their clips are shuffled apart).
+  clip_skip = 0 if single else skip
   ds = (
-    ds.skip(skip)
-    .enumerate(start=skip)
+    ds.skip(clip_skip)
+    .enumerate(start=clip_skip)
     .map(
       _example_fn(config, split, train, seed),
       num_parallel_calls=tf.data.AUTOTUNE,
       deterministic=True,
     )
   )
+  if single:
+    t = builder.info.features["K"].shape[0]
+    ds = ds.map(_single_images(t, config.data.views)).unbatch()
+    if train:  # images of one clip apart (contrastive negatives, batch statistics)
+      ds = ds.shuffle(max(64, 8 * config.batch_size), seed=seed + 1).skip(skip)
   return ds
 
 
@@ -342,7 +396,7 @@ def batches(
     yield first
     yield from it
     return
-  total = _builder_or_error(config).info.splits[split].num_examples
+  total = _builder_or_error(config).info.splits[split].num_examples * images_per_example(config)
   steps = int(np.ceil(int(np.ceil(total / process_count)) / b))  # same on every host
   zeros = {
     k: np.zeros((0,) + tuple(spec.shape), spec.dtype.as_numpy_dtype)

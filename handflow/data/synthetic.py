@@ -12,7 +12,8 @@ One clip = T frames of one hand seen by V calibrated cameras:
   procedural background (gradients, blobs, stripes); optional occluders (discs in front);
 - labels: 3D keypoints (world, OpenPose order), 2D keypoints per crop, visibility per keypoint
   and view (inside the crop, not behind the surface, not under an occluder), pose and shape
-  parameters, K per frame and view, T_cam_world per frame and view.
+  parameters, K per frame and view, T_cam_world per frame and view, and the hand's mask per
+  view (its rendered pixels not under an occluder; what photometric losses compare on).
 Everything is a function of a seed (NumPy PCG64 for the scene, jax.random for textures), so a
 clip is the same bytes every time.
 """
@@ -222,6 +223,7 @@ def generate_clip(seed, config: SceneConfig = SceneConfig(), model=None):
   )
   images = images.reshape(t_, v_, s, s, 3)
   depth = depth.reshape(t_, v_, s, s)
+  hand_mask = depth > 0
   # Visibility: in the crop, not behind the rendered surface.
   px = np.clip(np.round(uv).astype(int), 0, s - 1)
   inside = np.all((uv >= -0.5) & (uv <= s - 0.5), -1)
@@ -235,9 +237,11 @@ def generate_clip(seed, config: SceneConfig = SceneConfig(), model=None):
     r = rng.uniform(0.08, 0.2) * s
     disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
     images[ti, vi][disc] = rng.uniform(0, 1, 3)
+    hand_mask[ti, vi] &= ~disc
     visible[ti, vi] &= ~(((uv[ti, vi, :, 0] - cx) ** 2 + (uv[ti, vi, :, 1] - cy) ** 2) <= r * r)
   return {
     "images": np.round(images * 255).astype(np.uint8),
+    "hand_mask": hand_mask,
     "K": K.astype(np.float32),
     "T_cam_world": T_cw.astype(np.float32),
     "xyz": xyz.astype(np.float32),

@@ -80,8 +80,11 @@ class SyntheticHandsConfig(tfds.core.BuilderConfig):
 class SyntheticHands(tfds.core.GeneratorBasedBuilder):
   """Synthetic multi-view hand video with exact ground truth (handflow)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First version: open hand, HanCo-like rig, procedural scenes."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+    "1.0.0": "First version: open hand, HanCo-like rig, procedural scenes.",
+    "1.1.0": "hand_mask: the hand's pixels not under an occluder (photometric losses).",
+  }
   BUILDER_CONFIGS = [SyntheticHandsConfig.make()]
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -93,6 +96,7 @@ class SyntheticHands(tfds.core.GeneratorBasedBuilder):
         {
           "clip_id": f.Scalar(np.int64),
           "images": f.Tensor(shape=(t, v, s, s, 3), dtype=np.uint8, encoding="zlib"),
+          "hand_mask": f.Tensor(shape=(t, v, s, s), dtype=np.bool_, encoding="zlib"),
           "K": f.Tensor(shape=(t, v, 3, 3), dtype=np.float32),
           "T_cam_world": f.Tensor(shape=(t, v, 4, 4), dtype=np.float32),
           "xyz": f.Tensor(shape=(t, 21, 3), dtype=np.float32),

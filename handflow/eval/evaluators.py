@@ -19,6 +19,9 @@ Metrics are per frame (b * t samples; padding masked). Config entries (a dict na
   `versus/all/{model,teacher}` where the teacher triangulates, `versus/hard/...` where it is off
   by more than 20 mm, `versus/no_teacher/model` where fewer than two views detected the joint
   (a count of 0 gives NaN).
+- `viewpoint` {protocol, bins, joints, vertices, side}: the protocol's metrics per bin of the
+  camera-palm angle of the ground truth, `view/<lo>-<hi>/<metric>` and `view/<lo>-<hi>/share`
+  (single-image methods: CycleHand).
 - `uv2d` {rows, teacher}: mean 2D error against the ground truth in crop pixels for each row
   (prefix, uv key) as `<prefix>uv_err_px`; `teacher`: the pseudo-labels' own error over their
   detections as `teacher/uv_err_px`.
@@ -51,6 +54,7 @@ from jax.experimental import multihost_utils
 
 from handflow import sharding
 from handflow.eval import metrics, protocols
+from handflow.geometry import cameras, viewpoint
 from handflow.methods import teacher
 
 
@@ -122,6 +126,45 @@ class Pose3D:
           continue
         dists[f"versus/{name}/{who}"] = err
         point_masks[f"versus/{name}/{who}"] = sel
+
+
+@dataclasses.dataclass(frozen=True)
+class Viewpoint:
+  """A protocol's metrics binned by where the camera sees the hand from: the angle between the
+  ray to the camera and the palm normal of the ground truth (`geometry.viewpoint`, view 0 of
+  each frame; 0 = palm, 180 = back). Keys `view/<lo>-<hi>/<metric>` and the bin's share of the
+  samples `view/<lo>-<hi>/share`."""
+
+  protocol: str = "freihand"
+  bins: tuple = viewpoint.BINS_DEG
+  joints: str = "joints"
+  vertices: str = "vertices"
+  side: str = "right"
+
+  def stats(self, method, params, extra, pred, batch):
+    del method, params, extra
+    if self.joints not in pred:
+      return None
+    gt_j = _frames(batch["xyz"])
+    T = _frames(batch["T_cam_world"][:, :, 0])  # [n, 4, 4]: view 0
+    angle = viewpoint.palm_angle(cameras.transform(T, gt_j), self.side)
+    pred_v = _frames(pred[self.vertices]) if self.vertices in pred else None
+    gt_v = _frames(batch["verts"]) if "verts" in batch else None
+    if pred_v is not None and (gt_v is None or gt_v.shape[-2] != pred_v.shape[-2]):
+      pred_v = gt_v = None
+    d, s = protocols.sample_metrics(
+      protocols.get(self.protocol), _frames(pred[self.joints]), gt_j, pred_v, gt_v
+    )
+    dists, scores, point_masks = {}, {}, {}
+    for name, sel in zip(viewpoint.bin_names(self.bins), viewpoint.bin_masks(angle, self.bins),
+                         strict=True):  # fmt: skip
+      for k, v in d.items():
+        dists[f"view/{name}/{k}"] = v
+        point_masks[f"view/{name}/{k}"] = jnp.broadcast_to(sel[:, None], v.shape)
+      for k, v in s.items():
+        scores[f"view/{name}/{k}"] = (v, sel)
+      scores[f"view/{name}/share"] = sel.astype(jnp.float32)
+    return metrics.batch_stats(dists, scores, _frame_mask(batch), point_masks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,7 +288,13 @@ def _frozen(v):
   return tuple(_frozen(x) for x in v) if isinstance(v, list | tuple) else v
 
 
-KINDS = {"pose3d": Pose3D, "uv2d": Uv2D, "calibration": Calibration, "labels": Labels}
+KINDS = {
+  "pose3d": Pose3D,
+  "viewpoint": Viewpoint,
+  "uv2d": Uv2D,
+  "calibration": Calibration,
+  "labels": Labels,
+}
 
 
 def from_config(config) -> list:

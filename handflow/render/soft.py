@@ -112,12 +112,13 @@ def soft_rasterize(
   """Soft silhouette, depth and colour of one mesh (vmap for batches).
 
   verts_cam [n, 3] camera frame, faces [f, 3], K [3, 3], size (h, w); colors [n, c] per-vertex
-  attributes or None; background [c] or None (zeros). sigma: edge softness in pixels^2; gamma:
+  or [f, 3, c] per-face-corner attributes (texture seams), or None; background [c] or None (zeros). sigma: edge softness in pixels^2; gamma:
   depth sharpness of the aggregation; tiers: as `raster.rasterize` (the window margin is added).
   """
   h, w = size
   cands, z_near, z_far = _soft_candidates(verts_cam, faces, K, size, sigma, tiers)
   n_c = 0 if colors is None else colors.shape[-1]
+  corners = None if colors is None else (colors if colors.ndim == 3 else colors[faces])
   pix = jnp.concatenate([c[1] for c in cands])
   x = jnp.concatenate([c[2] for c in cands])
   ok = jnp.concatenate([c[5] for c in cands])
@@ -141,7 +142,7 @@ def soft_rasterize(
     # Per tier: clamped barycentrics [faces, pixels, 3] x corner attributes [faces, 3, c].
     col = jnp.concatenate(
       [
-        jnp.einsum("fpk,fkd->fpd", bc.reshape(idx.shape[0], -1, 3), colors[faces[idx]]).reshape(
+        jnp.einsum("fpk,fkd->fpd", bc.reshape(idx.shape[0], -1, 3), corners[idx]).reshape(
           -1, n_c
         )
         for idx, _, _, bc, _, _ in cands

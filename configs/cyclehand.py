@@ -1,0 +1,126 @@
+"""CycleHand: single-image hand mesh regression with 3D-rotation cycle consistency through the
+differentiable renderer (handflow/methods/cyclehand.py).
+
+  python -m handflow.main --config=configs/cyclehand.py --workdir=/tmp/handflow/cyclehand
+  python -m handflow.main --config=configs/cyclehand.py:tiny --workdir=/tmp/handflow/cy_tiny
+  python -m handflow.main --config=configs/cyclehand.py:freihand --workdir=gs://BUCKET/cy \\
+    --config.data.manual_dir=/data/freihand --config.hand.model=/data/mano/MANO_RIGHT.pkl
+
+Variants: default (synthetic single images on a 2-core CPU budget), tiny (tests), freihand
+(paper scale: 224 px crops, ResNet-50, FreiHAND training images; a quarter labelled, the rest
+unlabelled). Arg keys (ablations): cycle (False: no cycle terms), contrastive (False),
+mech (False: no joint-limit or penetration terms), texture (uv | vertex), and the shared views,
+frames, labels. Labels: `data.labelled_fraction` of the images (a fixed hash), only those whose
+camera-palm angle is <= `data.labelled_views` degrees when it is > 0 (the frontal cone).
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg=None):
+  c, arg = common.base(
+    arg,
+    variants=("default", "tiny", "freihand"),
+    cycle=True,
+    contrastive=True,
+    mech=True,
+    texture="uv",
+  )
+  c.method = "cyclehand"
+  c.texture = arg.texture  # "uv" (the open hand's UVs, the shipped skin map) or "vertex"
+
+  # Single images: every view of every frame of the synthetic clips is a sample.
+  c.data.single_view = True
+  c.data.masks = True  # the dataset's hand masks (photometric terms)
+  c.data.supervised = True  # ground truth in the batches: only the labelled subset is read
+  c.data.pose_labels = True  # and the synthetic data's pose and shape parameters
+  c.data.labelled_fraction = 0.25
+  c.data.labelled_views = 0.0  # degrees; > 0 keeps labels only within that cone of the palm
+  c.data.frames = 1
+  c.data.views = 8
+  c.data.crop_size = 64
+  c.batch_size = 16  # images
+
+  c.model = ml_collections.ConfigDict(
+    {
+      "backbone_depth": 10,
+      "backbone_width": 32,
+      "feature_dim": 128,
+      "hidden": 128,
+      "iterations": 3,
+      "texture_latent": 16,
+      "texture_resolution": 32,
+      "proj_dim": 64,
+    }
+  )
+  c.cycle = ml_collections.ConfigDict(
+    {"max_angle": 90.0, "new_background": 0.5}  # degrees; P(background of another image)
+  )
+  # Loss weights (handflow.methods.cyclehand.LOSS_TERMS); each term is logged as loss/<name>.
+  c.loss = ml_collections.ConfigDict(
+    {
+      "sup3d": 1.0,  # root-relative 3D keypoints, cm (labelled images)
+      "sup2d": 1.0,  # 2D keypoints, smooth L1 in crop units
+      "sup_pose": 1.0,  # joint rotations (squared Frobenius), when the model is the data's
+      "sup_shape": 0.1,
+      "photo": 1.0,  # L1 on the hand mask, input vs render (a)
+      "silhouette": 1.0,  # 1 - soft IoU with the hand mask
+      "cycle": 0.5,  # c vs b and d vs a: root-relative keypoints (cm) + wrist rotation
+      "cycle_photo": 0.5,  # input vs render (d)
+      "contrastive": 0.1,  # NT-Xent, real image vs its re-rendering
+      "temperature": 0.5,  # NT-Xent temperature (PeCLR)
+      "limits": 1.0,  # joint limits (squared radians)
+      "penetration": 1.0,  # finger capsule overlap, cm
+      "shape": 1e-3,
+      "kl": 1e-3,  # texture VAE
+      "self_start": 100,  # steps of supervised warm-up before the self-supervised terms
+    }
+  )
+  if not arg.cycle:
+    c.loss.cycle = c.loss.cycle_photo = 0.0
+  if not arg.contrastive:
+    c.loss.contrastive = 0.0
+  if not arg.mech:
+    c.loss.limits = c.loss.penetration = 0.0
+
+  c.evaluators = ml_collections.ConfigDict(
+    {
+      "pose3d": {"protocols": ("freihand",), "rows": (("", "joints", "vertices"),)},
+      "viewpoint": {"protocol": "freihand"},
+    }
+  )
+
+  if arg.variant == "default":
+    c.data.clips = ml_collections.ConfigDict({"train": 400, "validation": 20, "test": 40})
+    c.num_steps, c.eval_every, c.log_every = 600, 300, 50
+    c.checkpoint.every = 300
+    c.optim.learning_rate, c.optim.warmup_steps = 1e-3, 30
+  elif arg.variant == "tiny":
+    c.data.views = c.data.rig_views = 2
+    c.data.crop_size = 0
+    c.batch_size = 8
+    c.model.update(
+      backbone_depth=10, backbone_width=8, feature_dim=16, hidden=16, texture_latent=4,
+      texture_resolution=8, proj_dim=8,
+    )  # fmt: skip
+    c.loss.self_start = 0
+    c.data.labelled_fraction = 0.5
+  elif arg.variant == "freihand":
+    c.data.name = "freihand"
+    c.data.image_size = c.data.crop_size = 224
+    c.data.views = c.data.rig_views = 1
+    c.data.train_split, c.data.eval_split = "train[:-5%]", "train[-5%:]"
+    c.data.masks = False  # the builder does not read FreiHAND's masks yet
+    c.data.pose_labels = False
+    c.hand.flat_hand_mean = False
+    c.texture = "vertex" if arg.texture == "uv" else arg.texture  # MANO has no UVs
+    c.model.update(backbone_depth=50, backbone_width=64, feature_dim=1024, hidden=1024)
+    c.batch_size, c.num_steps = 64, 100_000
+    c.compute_dtype = "bfloat16"
+    c.eval_every, c.checkpoint.every = 5000, 5000
+    c.loss.self_start = 20_000
+  if arg.frames:
+    c.data.frames = arg.frames
+  return c

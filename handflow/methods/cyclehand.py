@@ -1,0 +1,379 @@
+"""CycleHand: single-image hand mesh regression made robust to viewpoint by 3D-rotation cycles
+through a photometric renderer (REFERENCE §5; the paper's body is not public: choices below).
+
+Per image (`data.single_view`: every view of every frame is a sample, [b, 1, 1, ...]):
+- (a) `HandPoseNet` -> MANO pose (6D, the wrist's camera-frame orientation first), shape, camera,
+  a texture offset (VAE) and a light. The camera is a weak-perspective scale and root position
+  in crop units; with the crop's intrinsics K it places the hand in the camera frame (root depth
+  = f / (crop size x scale)), so every render uses the true perspective.
+- Photometric: (a) rendered softly (`render.hand_render.render_soft`) over the input itself,
+  L1 on the dataset's hand mask, and 1 - soft IoU of the silhouette with that mask.
+- The cycle (`loss.cycle` > 0): a rotation R about the root (uniform axis, angle up to
+  `cycle.max_angle`) gives (b), the hand a with global orientation R R_a; (b) is rendered sharp
+  (`render_hard`, per-pixel texture) with a random ambient light and point light, a skin-tone
+  gain, over the input ("original") or another image of the batch ("new"). The network on (b)
+  gives c; d = R^T c. Losses: c vs b and d vs a (root-relative keypoints, cm, and the wrist's
+  rotation), and the input vs a soft render of d (L1 on the mask).
+  Which renders carry gradients: (a) and (d), which are compared with the real image, so the
+  error flows into pose, shape, camera, texture and light. (b) is an input of the network, like
+  any training image: it is rendered without gradient (also 2x cheaper, and sharp). The target
+  b of the c-b term is the prediction a rotated, with a stop-gradient (the term teaches the net
+  to read rotated hands, it must not drag a towards c); the d-a term lets both sides move (it is
+  the consistency that carries the signal to unlabelled real images).
+- Contrastive (`loss.contrastive` > 0): NT-Xent between the projections of the real image's
+  global feature and its re-rendering's (the hand a rendered sharp over the input), batch
+  negatives, temperature `loss.temperature`: features that do not tell real from rendered.
+- Mechanical (`loss.limits`, `loss.penetration`): the anatomical joint limits of `hand.limits`
+  and the overlap of non-adjacent finger capsules (`hand.priors.penetration`).
+- Supervision on the labelled subset (`data.labelled_fraction` of the images by a fixed hash,
+  restricted to camera-palm angles <= `data.labelled_views` degrees when > 0): root-relative 3D
+  keypoints, 2D keypoints, and when the model is the dataset's own (the synthetic data's open
+  hand), the joint rotations and shape. The other images' ground truth is never read.
+Cycle, photometric and contrastive terms start at step `loss.self_start` (a supervised warm-up:
+an untrained hand renders nothing like the input). `texture`: "uv" (the open hand's texture
+coordinates on the shipped base skin map, `hand.skin_texture`) or "vertex" (per-vertex colour: a
+planar projection of the rest hand indexes the offset map over a uniform skin tone; the only
+choice for MANO, which has no UVs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from handflow import hand
+from handflow.data import pipeline
+from handflow.geometry import cameras, viewpoint
+from handflow.hand import limits, priors, rotations, skin_texture
+from handflow.methods import base, losses
+from handflow.methods import cyclehand_losses as cl
+from handflow.models import hand_pose_net, mano_head
+from handflow.render import hand_render
+
+TEXTURES = ("uv", "vertex")
+SELF_TERMS = ("photo", "silhouette", "cycle", "cycle_photo", "contrastive")
+LOSS_TERMS = (
+  *SELF_TERMS, "sup3d", "sup2d", "sup_pose", "sup_shape", "limits", "penetration", "shape", "kl",
+)  # fmt: skip
+SKIN_TONE = np.array([0.8, 0.6, 0.5], np.float32)
+
+
+class ConfigError(ValueError):
+  """A CycleHand config key with an invalid value."""
+
+
+def _check(cond, key, msg):
+  if not cond:
+    raise ConfigError(f"config {key}: {msg}")
+
+
+def vertex_uv(model) -> np.ndarray:
+  """Per-vertex texture coordinates [n, 2] for models without UVs: the rest hand projected on
+  its palm plane (x: wrist -> fingers, z: thumb -> pinky), normalised to [0.02, 0.98]."""
+  v = np.asarray(model.v_template).T[:, [0, 2]]
+  lo, hi = v.min(0), v.max(0)
+  return (0.02 + 0.96 * (v - lo) / np.maximum(hi - lo, 1e-9)).astype(np.float32)
+
+
+@functools.partial(
+  jax.tree_util.register_dataclass,
+  data_fields=["verts", "joints", "R", "root", "albedo", "light", "net"],
+  meta_fields=[],
+)
+@dataclasses.dataclass(frozen=True)
+class Hand:
+  """One hand per image, camera frame (metres)."""
+
+  verts: jax.Array  # [n, v, 3]
+  joints: jax.Array  # [n, 21, 3]
+  R: jax.Array  # [n, 16, 3, 3]: the wrist's camera-frame orientation, then the finger joints
+  root: jax.Array  # [n, 3]
+  albedo: jax.Array  # [n, f, 3, 3] per face corner
+  light: hand_render.Light
+  net: hand_pose_net.NetOutput
+
+
+class CycleHand(base.MethodBase):
+  name = "cyclehand"
+  title = "CycleHand"
+
+  def __init__(self, config):
+    m, lo = config.model, config.loss
+    self.model = hand.load(config.hand.model, config.hand.side)
+    self.side = config.hand.side
+    self.convention = config.hand.convention
+    self.texture_mode = config.get("texture", "uv")
+    _check(self.texture_mode in TEXTURES, "texture", f"'{self.texture_mode}': one of {TEXTURES}")
+    if self.texture_mode == "uv" and not self.model.has_uv:
+      raise ConfigError(
+        f"config texture='uv': hand model '{config.hand.model}' has no texture coordinates "
+        "(MANO ships none); set --config.texture=vertex (per-vertex colour)"
+      )
+    self.weights = {k: float(lo.get(k, 0.0)) for k in LOSS_TERMS}
+    for k, w in self.weights.items():
+      _check(np.isfinite(w) and w >= 0, f"loss.{k}", f"{w}: a weight must be finite and >= 0")
+    self.max_angle = float(np.radians(config.cycle.max_angle))
+    _check(
+      0 < config.cycle.max_angle <= 180,
+      "cycle.max_angle",
+      f"{config.cycle.max_angle}: degrees in (0, 180]",
+    )
+    self.new_background = float(config.cycle.get("new_background", 0.5))
+    _check(0 <= self.new_background <= 1, "cycle.new_background", "a probability in [0, 1]")
+    self.temperature = float(lo.get("temperature", 0.5))
+    _check(self.temperature > 0, "loss.temperature", f"{self.temperature}: must be > 0")
+    self.self_start = int(lo.get("self_start", 0))
+    d = config.data
+    self.labelled_fraction = float(d.get("labelled_fraction", 1.0))
+    _check(0 <= self.labelled_fraction <= 1, "data.labelled_fraction", "a share in [0, 1]")
+    self.labelled_cone = float(d.get("labelled_views", 0.0))
+    _check(0 <= self.labelled_cone <= 180, "data.labelled_views", "degrees in [0, 180]")
+    self.label_seed = int(d.get("seed", 0))
+    self.net = hand_pose_net.HandPoseNet(
+      backbone_depth=m.backbone_depth,
+      backbone_width=m.backbone_width,
+      feature_dim=m.feature_dim,
+      hidden=m.hidden,
+      num_betas=self.model.num_betas,
+      iterations=m.iterations,
+      texture_latent=m.texture_latent,
+      texture_resolution=m.texture_resolution,
+      proj_dim=m.proj_dim,
+    )
+    if self.texture_mode == "uv":
+      self.face_uv = self.model.face_uv
+      self.base_texture = jnp.asarray(skin_texture.load())
+    else:
+      self.face_uv = jnp.asarray(vertex_uv(self.model))[self.model.faces]
+      r = int(m.texture_resolution)
+      self.base_texture = jnp.broadcast_to(jnp.asarray(SKIN_TONE), (r, r, 3))
+    self.axes = limits.joint_axes(self.model)
+
+  # --- the forward model -------------------------------------------------------------------
+
+  def _images(self, batch):
+    img = batch["images"]
+    return img.reshape((-1,) + img.shape[-3:])
+
+  def _K(self, batch):
+    return batch["K"].reshape(-1, 3, 3)
+
+  def place(self, net: hand_pose_net.NetOutput, K, size: int) -> Hand:
+    """The network's output as a hand in each image's camera frame."""
+    m = net.mano
+    verts, kp, R = mano_head.articulate(self.model, m.rot6d_delta, m.betas, self.convention)
+    c0 = np.log(np.expm1(mano_head.CAMERA_INIT[0]))
+    scale = jax.nn.softplus(m.camera[:, 0] + c0) / 0.2  # crop units per metre
+    uv = (m.camera[:, 1:] + jnp.asarray(mano_head.CAMERA_INIT[1:])) * size - 0.5
+    depth = K[:, 0, 0] / (size * scale)
+    root = cameras.backproject(K, uv[:, None], depth[:, None])[:, 0]
+    kp_root = kp[:, :1]
+    joints = kp - kp_root + root[:, None]
+    verts = verts - kp_root + root[:, None]
+    albedo = jax.vmap(lambda o: hand_render.corner_albedo(self.face_uv, self.base_texture, o))(
+      net.tex_offset
+    )
+    light = hand_render.Light(*hand_pose_net.light_from_raw(net.light, root))
+    return Hand(verts, joints, R, root, albedo, light, net)
+
+  def rotate(self, h: Hand, R):
+    """(vertices, keypoints) of the hand rotated by R [n, 3, 3] about its root."""
+    rot = lambda x: jnp.einsum("nij,npj->npi", R, x - h.root[:, None]) + h.root[:, None]
+    return rot(h.verts), rot(h.joints)
+
+  def _forward(self, params, images, K, rng=None) -> Hand:
+    rngs = {"texture": rng} if rng is not None else {}
+    net = self.net.apply(params, images, rngs=rngs)
+    return self.place(net, K, images.shape[-2])
+
+  # --- the interface -----------------------------------------------------------------------
+
+  def init(self, rng, batch):
+    if self.labelled_fraction > 0 and "xyz" not in batch:
+      raise ConfigError(
+        "config data.labelled_fraction > 0 but the training batches carry no ground truth: "
+        "CycleHand needs config.data.supervised=True (only the labelled subset is read)"
+      )
+    if "image_id" not in batch:
+      raise ConfigError("CycleHand reads single images: set config.data.single_view=True")
+    img = self._images(batch)[:1]
+    return self.net.init({"params": rng, "texture": rng}, img), {}
+
+  def predict(self, params, extra, batch):
+    """joints [b, t, 21, 3] / vertices [b, t, n, 3] in the world frame (single view: view 0's
+    `T_cam_world` inverted), their camera-frame versions `joints_cam`, `vertices_cam`, the 2D
+    keypoints `uv` [b, t, v, 21, 2] (crop pixels) and the palm angle `view_angle` [b, t]."""
+    del extra
+    lead = batch["images"].shape[:3]
+    K = self._K(batch)
+    h = self._forward(params, self._images(batch), K)
+    T_wc = cameras.invert(batch["T_cam_world"].reshape(-1, 4, 4))
+    world = lambda x: cameras.transform(T_wc, x)
+    uv, _ = cameras.project(K, h.joints)
+    b, t = lead[0], lead[1] * lead[2]
+    return {
+      "joints": world(h.joints).reshape(b, t, 21, 3),
+      "vertices": world(h.verts).reshape(b, t, -1, 3),
+      "joints_cam": h.joints.reshape(b, t, 21, 3),
+      "vertices_cam": h.verts.reshape(b, t, -1, 3),
+      "uv": uv.reshape(lead + (21, 2)),
+      "view_angle": viewpoint.palm_angle(h.joints, self.side).reshape(b, t),
+    }
+
+  def labelled(self, batch):
+    """[n] float: the images whose labels the loss may read (and real, not padding)."""
+    n = batch["images"].shape[0]
+    sel = cl.labelled_mask(batch["image_id"].reshape(-1), self.labelled_fraction, self.label_seed)
+    if self.labelled_cone > 0:
+      angle = viewpoint.palm_angle(self._gt_cam(batch), self.side)
+      sel = sel & (angle <= self.labelled_cone)
+    return sel.astype(jnp.float32) * batch["mask"].reshape(n)
+
+  @staticmethod
+  def _gt_cam(batch):
+    T = batch["T_cam_world"].reshape(-1, 4, 4)
+    return cameras.transform(T, batch["xyz"].reshape(-1, 21, 3))
+
+  def loss_fn(self, params, extra, batch, rng, step):
+    del extra
+    w = self.weights
+    n = batch["images"].shape[0]
+    mask = batch["mask"].reshape(n)
+    images, K = self._images(batch), self._K(batch)
+    size = images.shape[-2]
+    rgb = images * pipeline.IMAGE_STD + pipeline.IMAGE_MEAN  # [n, s, s, 3] in [0, 1]
+    k_tex, k_rot, k_b, k_c = jax.random.split(rng, 4)
+    a = self._forward(params, images, K, k_tex)
+    terms = {}
+    on = (jnp.asarray(step) >= self.self_start).astype(jnp.float32)
+    hand_mask = batch["hand_mask"].reshape(n, size, size) if "hand_mask" in batch else None
+    faces = self.model.faces
+    soft = jax.vmap(lambda v, k, alb, lt, bg: hand_render.render_soft(v, faces, k, (size, size),
+                                                                      alb, lt, bg))  # fmt: skip
+
+    # Photometric: (a) over the input.
+    if w["photo"] or w["silhouette"]:
+      render_a, sil_a = soft(a.verts, K, a.albedo, a.light, rgb)
+      region = hand_mask if hand_mask is not None else jax.lax.stop_gradient(sil_a > 0.5)
+      terms["photo"] = cl.masked_l1(render_a, rgb, region)
+      if hand_mask is not None:
+        terms["silhouette"] = cl.soft_iou_loss(sil_a, hand_mask)
+
+    # The cycle and the contrastive pair: renders without gradient, one network pass.
+    extra_images = []
+    if w["cycle"] or w["cycle_photo"]:
+      R = cl.random_rotations(k_rot, n, self.max_angle)
+      sg = jax.tree.map(jax.lax.stop_gradient, a)
+      verts_b, joints_b = self.rotate(sg, R)
+      image_b = self._scene(sg, verts_b, K, size, rgb, k_b)
+      extra_images.append(image_b)
+    if w["contrastive"]:
+      sg = jax.tree.map(jax.lax.stop_gradient, a)
+      extra_images.append(self.render_sharp(sg.verts, K, size, sg.net.tex_offset, sg.light, rgb))
+    if extra_images:
+      stacked = jnp.concatenate([(x - pipeline.IMAGE_MEAN) / pipeline.IMAGE_STD
+                                 for x in extra_images])  # fmt: skip
+      net_x = self.net.apply(params, jax.lax.stop_gradient(stacked), rngs={"texture": k_c})
+      split = lambda t, i: jax.tree.map(lambda x: x[i * n : (i + 1) * n], t)
+      i = 0
+      if w["cycle"] or w["cycle_photo"]:
+        c = self.place(split(net_x, i), K, size)
+        i += 1
+        Rt = jnp.swapaxes(R, -1, -2)
+        terms["cycle"] = (
+          cl.joint_l1_cm(c.joints, joints_b)
+          + cl.rotation_l2(c.R[:, 0], jax.lax.stop_gradient(R @ a.R[:, 0]))
+          + cl.joint_l1_cm(jnp.einsum("nij,npj->npi", Rt, c.joints), a.joints)
+          + cl.rotation_l2(Rt @ c.R[:, 0], a.R[:, 0])
+        )
+        if w["cycle_photo"]:
+          d_verts = jnp.einsum("nij,npj->npi", Rt, c.verts - c.root[:, None]) + a.root[:, None]
+          render_d, sil_d = soft(d_verts, K, a.albedo, a.light, rgb)
+          region = hand_mask if hand_mask is not None else jax.lax.stop_gradient(sil_d > 0.5)
+          terms["cycle_photo"] = cl.masked_l1(render_d, rgb, region)
+      if w["contrastive"]:
+        z_re = split(net_x, i).proj
+        pair = cl.nt_xent(a.net.proj, z_re, mask, self.temperature)
+        terms["contrastive"] = 0.5 * (pair[:n] + pair[n:])
+
+    # Mechanical constraints and priors (every image).
+    terms["limits"] = priors.limits(a.R[:, 1:], self.axes)
+    terms["penetration"] = priors.penetration(a.joints) / cl.CM
+    terms["shape"] = priors.shape(a.net.mano.betas)
+    mu, logvar = a.net.tex_mu, a.net.tex_logvar
+    terms["kl"] = 0.5 * jnp.mean(mu**2 + jnp.exp(logvar) - 1.0 - logvar, -1)
+
+    # Supervision on the labelled subset.
+    lab = jnp.zeros((n,))
+    if "xyz" in batch and self.labelled_fraction > 0:
+      lab = self.labelled(batch)
+      gt = self._gt_cam(batch)
+      terms["sup3d"] = cl.joint_l1_cm(a.joints, gt)
+      uv, _ = cameras.project(K, a.joints)
+      gt_uv = batch["uv"].reshape(n, 21, 2)
+      terms["sup2d"] = jnp.mean(losses.smooth_l1((uv - gt_uv) / size), -1)
+      if "hand_pose" in batch and not self.model.is_mano_topology:
+        R_gt = self._gt_rotations(batch)
+        terms["sup_pose"] = jnp.mean(cl.rotation_l2(a.R, R_gt), -1)
+        terms["sup_shape"] = jnp.mean((a.net.mano.betas - batch["betas"].reshape(n, -1)) ** 2, -1)
+
+    loss, metrics = 0.0, {}
+    for k, v in terms.items():
+      sup = k.startswith("sup")
+      wt = mask * (lab if sup else 1.0) * (on if k in SELF_TERMS else 1.0)
+      val = losses.weighted_mean(v, wt) if sup else losses.weighted_mean(v, mask)
+      metrics[f"loss/{k}"] = val
+      loss = loss + w[k] * losses.weighted_mean(v, wt)
+    metrics["labelled_share"] = jnp.sum(lab) / jnp.maximum(jnp.sum(mask), 1.0)
+    return loss, (metrics, None)
+
+  def _gt_rotations(self, batch):
+    """Ground-truth joint rotations [n, 16, 3, 3]: the wrist's in the camera frame, then the
+    local finger rotations (the synthetic data's pose parameters)."""
+    n = batch["images"].shape[0]
+    local = rotations.axis_angle_to_matrix(batch["hand_pose"].reshape(n, 15, 3))
+    glob = rotations.axis_angle_to_matrix(batch["global_orient"].reshape(n, 3))
+    R_cw = batch["T_cam_world"].reshape(n, 4, 4)[:, :3, :3]
+    return jnp.concatenate([(R_cw @ glob)[:, None], local], 1)
+
+  # --- rendering ---------------------------------------------------------------------------
+
+  def texture_map(self, offset, tone=None):
+    """The full texture [th, tw, 3]: the base map plus a texture offset [r, r, 3] (resampled),
+    times a skin-tone gain [3] or [1, 3], clipped."""
+    tex = self.base_texture + jax.image.resize(offset, self.base_texture.shape, "linear")
+    return jnp.clip(tex if tone is None else tex * tone, 0.0, 1.0)
+
+  def render_sharp(self, verts, K, size, offsets, light, background, tone=None):
+    """Sharp renders [n, s, s, 3] of n hands (per-pixel texture lookup; no useful gradient)."""
+    tone = jnp.ones((verts.shape[0], 1, 3)) if tone is None else tone
+
+    def one(v, k, off, lt, bg, tn):
+      tex = self.texture_map(off, tn)
+      img, _ = hand_render.render_hard(
+        v, self.model.faces, k, (size, size), self.face_uv, tex, lt, bg
+      )
+      return img
+
+    return jax.vmap(one)(verts, K, offsets, light, background, tone)
+
+  def _scene(self, a: Hand, verts_b, K, size, rgb, key):
+    """(b): the rotated hand, sharp, under a random light and skin tone, over the input or
+    another image of the batch."""
+    n = verts_b.shape[0]
+    k = jax.random.split(key, 6)
+    ambient = jax.random.uniform(k[0], (n,), minval=0.2, maxval=0.8)
+    diffuse = jax.random.uniform(k[1], (n,), minval=0.3, maxval=0.9)
+    direction = jax.random.normal(k[2], (n, 3)) + jnp.asarray([0.0, -0.5, -1.0])
+    direction = direction / jnp.linalg.norm(direction, axis=-1, keepdims=True)
+    light = hand_render.Light(ambient, diffuse, a.root + hand_pose_net.LIGHT_DISTANCE_M * direction)
+    tone = jax.random.uniform(k[3], (n, 1, 1), minval=0.75, maxval=1.2) * jax.random.uniform(
+      k[4], (n, 1, 3), minval=0.93, maxval=1.07
+    )
+    new = jax.random.bernoulli(k[5], self.new_background, (n,))
+    background = jnp.where(new[:, None, None, None], jnp.roll(rgb, 1, axis=0), rgb)
+    return self.render_sharp(verts_b, K, size, a.net.tex_offset, light, background, tone)
