@@ -94,7 +94,8 @@ def _has_split(config, split) -> bool:
 
 
 def write_predictions(method, params, extra, batches, mesh, workdir):
-  """predictions-<process>.npz: per test clip (clip_id) every `predict` output (UST-Hand: world
+  """predictions-<process>.npz: per test clip (clip_id; and image_id for single images) every
+  `predict` output (UST-Hand: world
   keypoints and mesh in metres, 2D modes and hypotheses in crop pixels, the point cloud and
   per-joint uncertainty); padding dropped. Each process writes its own clips (a local workdir
   per host, or a shared filesystem)."""
@@ -105,9 +106,12 @@ def write_predictions(method, params, extra, batches, mesh, workdir):
     keep = np.asarray(local["mask"]) > 0
     for k, v in pred.items():  # this host's rows of the global batch
       out.setdefault(k, []).append(sharding.local_rows(v)[keep])
-    out.setdefault("clip_id", []).append(np.asarray(local["clip_id"])[keep])
+    for k in ("clip_id", "image_id"):  # image_id: single-image data (`data.single_view`)
+      if k in local:
+        out.setdefault(k, []).append(np.asarray(local[k])[keep])
   arrays = {k: np.concatenate(v) for k, v in out.items()}
   path = workdir / f"predictions-{jax.process_index():03d}.npz"
   files.write_atomic(path, lambda f: np.savez(f, **arrays))
-  print(f"handflow: wrote {len(arrays['clip_id'])} clips' predictions to {path}")
+  what = "images'" if "image_id" in arrays else "clips'"
+  print(f"handflow: wrote {len(arrays['clip_id'])} {what} predictions to {path}")
   return arrays

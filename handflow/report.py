@@ -10,11 +10,14 @@ overlay.
 Writes into the workdir (process 0; whole files or nothing):
 - results.json: every metric of the trained and the untrained model (same seed, no training);
 - results.md: the tables (a row per model and per extra row of the `pose3d` evaluator, a column
-  per protocol metric, mm; 2D errors; calibration, with 3D radii chosen on `calib_batches`, the
-  validation split, when given: `conformal`);
+  per protocol metric, mm; per viewpoint bin with a `viewpoint` evaluator; 2D errors;
+  calibration, with 3D radii chosen on `calib_batches`, the validation split, when given:
+  `conformal`);
 - overlay.png: the predicted mesh and keypoints (and the ground truth's) on test views, with each
   joint's 2D hypotheses when the method has them (methods that predict a mesh);
-- training_curve.png: the loss and its terms, and the periodic validation metric.
+- training_curve.png: the loss and its terms, and the periodic validation metric;
+- the method's own figures (`method.figures(params, extra, batch) -> {file name: PNG}`, optional;
+  CycleHand's cycle.png) on the first test batch.
 
 Row names come from the method (`title`, `report_labels` {prefix: name}); columns from the
 config's evaluators, so every method shares this report.
@@ -61,6 +64,46 @@ def _pose_columns(evals):
   return pose, cols
 
 
+_NOTES = {
+  "hanco": "hanco: scale and root (middle MCP) aligned, as HaMuCo",
+  "rootrel": "rootrel: wrist aligned",
+  "freihand": "freihand: the official scorer's metrics (F@5 / F@15: aligned meshes)",
+}
+
+
+def _protocol_note(names) -> str:
+  notes = [_NOTES[n] for n in names if n in _NOTES]
+  return "; ".join(notes + ["PA: Procrustes. Rows other than the models give keypoints only "
+                            "(no mesh)."])  # fmt: skip
+
+
+def _viewpoint_table(view, trained, untrained) -> list[str]:
+  """Rows: viewpoint bins; columns: the bin's share and the protocol's aligned metrics."""
+  from handflow.geometry import viewpoint
+
+  p = protocols.get(view.protocol)
+  metrics_ = [m for m, kind in p.joints + p.vertices if kind == "procrustes"]
+  metrics_ += [m for m, kind, _ in p.fscores if kind == "procrustes"]
+  metrics_ += [f"AUC_{m}" for m, kind in p.joints if kind == "procrustes"]
+  lines = [
+    "",
+    f"## By viewpoint (camera ray vs palm normal; {view.protocol}, mm; trained / untrained)",
+    "",
+    "| angle (deg) | share | " + " | ".join(metrics_) + " |",
+    "|" + "---|" * (len(metrics_) + 2),
+  ]
+  for name in viewpoint.bin_names(view.bins):
+    key = lambda m, name=name: (
+      f"AUC_view/{name}/{m[4:]}" if m.startswith("AUC_") else f"view/{name}/{m}"
+    )
+    cells = [f"{_fmt(trained.get(key(m)), 2 if 'F@' in m or 'AUC' in m else 1)} / "
+             f"{_fmt(untrained.get(key(m)), 2 if 'F@' in m or 'AUC' in m else 1)}"
+             for m in metrics_]  # fmt: skip
+    share = _fmt(trained.get(key("share")), 2)
+    lines.append(f"| {name} | {share} | " + " | ".join(cells) + " |")
+  return lines
+
+
 def tables(title, evals, trained: dict, untrained: dict, labels: dict) -> str:
   lines = []
   pose, cols = _pose_columns(evals)
@@ -78,11 +121,10 @@ def tables(title, evals, trained: dict, untrained: dict, labels: dict) -> str:
     for name, res, prefix in rows:
       cells = [_fmt(res.get(f"{prefix}{p}/{m}")) for p, m in cols]
       lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += [
-      "",
-      "hanco: scale and root (middle MCP) aligned, as HaMuCo; rootrel: wrist aligned. "
-      "PA: Procrustes. Rows other than the models give keypoints only (no mesh).",
-    ]
+    lines += ["", _protocol_note(pose.protocols)]
+  view = next((e for e in evals if isinstance(e, evaluators_lib.Viewpoint)), None)
+  if view is not None:
+    lines += _viewpoint_table(view, trained, untrained)
   uv = sorted(k for k in trained if k.endswith("uv_err_px"))
   if uv:
     lines += ["", "## 2D error against the ground truth (crop pixels)", ""]
@@ -233,6 +275,9 @@ def write(
   _write(workdir / "results.json", json.dumps(results, indent=1, sort_keys=True).encode())
   _write(workdir / "results.md", text.encode())
   print(text)
+  if hasattr(method, "figures"):  # the method's own figures (CycleHand: its cycle)
+    for name, png in method.figures(*trained, batch).items():
+      _write(workdir / name, png)
   pred = jax.device_get(predict_fn(*trained, batch))
   if "vertices" in pred:
     batch = jax.device_get(batch)

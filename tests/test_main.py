@@ -117,3 +117,34 @@ def test_a_method_that_exists_trains_end_to_end(tmp_path):
   rows = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
   assert rows[-1]["step"] == 6 and "eval/uv_err_px" in rows[-1]
   assert sorted(p.name for p in (wd / "checkpoints").iterdir() if p.name.isdigit()) == ["3", "6"]
+
+
+def test_tiny_cyclehand_trains_reports_evaluates_and_predicts(tmp_path):
+  wd = tmp_path / "wd"
+  r = _main(
+    "--config=configs/cyclehand.py:tiny",
+    f"--workdir={wd}",
+    f"--config.data.data_dir={tmp_path / 'tfds'}",
+  )
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "trained cyclehand for 4 steps" in r.stdout
+  results = json.loads((wd / "results.json").read_text())
+  for who in ("trained", "untrained"):
+    for key in ("freihand/PA-MPJPE", "freihand/PA-MPVPE", "freihand/F@5", "freihand/F@15"):
+      assert results[who][key] > 0, (who, key)
+  shares = [results["trained"][f"view/{b}/share"] for b in ("0-45", "45-90", "90-135", "135-180")]
+  assert sum(shares) == pytest.approx(1.0)  # every test image falls in one viewpoint bin
+  assert "## By viewpoint" in (wd / "results.md").read_text()
+  for png in ("overlay.png", "training_curve.png", "cycle.png"):
+    assert (wd / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  rows = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+  assert all(np.isfinite(rows[0][f"loss/{k}"]) for k in ("cycle", "photo", "contrastive"))
+  # predict: one row per test image (2 clips x 2 views), camera- and world-frame outputs.
+  from configs import cyclehand
+
+  config = cyclehand.get_config("tiny")
+  config.data.data_dir = str(tmp_path / "tfds")
+  modes.run("predict", config, wd)
+  with np.load(wd / "predictions-000.npz") as pred:
+    assert pred["joints"].shape == (4, 1, 21, 3) and pred["vertices_cam"].shape == (4, 1, 1669, 3)
+    assert pred["view_angle"].shape == (4, 1) and sorted(pred["image_id"].tolist()) == [0, 1, 2, 3]

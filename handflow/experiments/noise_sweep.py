@@ -31,10 +31,9 @@ from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
 
-from handflow import files, modes, sharding, train
+from handflow import files
 from handflow.data import prepare, pseudo_labels
-from handflow.eval import evaluators
-from handflow.methods import registry
+from handflow.experiments import cells
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/ust.py", "Experiment config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the runs and the tables.")
@@ -50,36 +49,7 @@ KEYS = ("hanco/MPJPE", "hanco/MPVPE", "teacher/hanco/MPJPE")
 VIEWS, FRAMES = (2, 4, 8), (1, 4)
 
 
-def run_one(config, workdir: epath.Path) -> dict:
-  """Trains one cell (no evaluation during training: nothing is chosen on the way) and scores
-  its test split once; a finished cell's results are reused."""
-  done = workdir / "final.json"
-  if done.exists():
-    return json.loads(done.read_text())
-  method = registry.make(config)
-  state = train.train_and_evaluate(config, workdir, method, modes.train_batches(config))
-  mesh = sharding.make_mesh(dict(config.mesh))
-  stats_fn = evaluators.make_stats_fn(method, evaluators.from_config(config), mesh)
-  test = modes.split_batches(config, "test")()
-  results = evaluators.evaluate(stats_fn, state.eval_params, state.extra, test, mesh)
-  if jax.process_index() == 0:
-    files.write_text_atomic(done, json.dumps(results, sort_keys=True))
-  return results
-
-
-def bootstrap_ci(x, n: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
-  """Mean and 95% percentile-bootstrap interval of the mean of x [seeds] (NaN-free)."""
-  x = np.asarray(x, np.float64)
-  if x.size == 0:
-    return (float("nan"),) * 3
-  idx = np.random.default_rng(seed).integers(0, x.size, (n, x.size))
-  means = x[idx].mean(-1)
-  return float(x.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
-
-
-def _fmt(ci) -> str:
-  m, lo, hi = ci
-  return "–" if not np.isfinite(m) else f"{m:.1f} [{lo:.1f}, {hi:.1f}]"
+run_one, bootstrap_ci, _fmt = cells.run_one, cells.bootstrap_ci, cells.fmt
 
 
 def heads_table(results: dict, budget: str) -> str:

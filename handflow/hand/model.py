@@ -229,9 +229,8 @@ def validate_arrays(arrays: dict, source: str) -> dict[str, np.ndarray]:
       "face_uv",
       f"expected float texture coordinates [{f.shape[0]}, 3, 2], got {uv.dtype} {uv.shape}",
     )
-    _check(
-      bool(np.all((uv >= 0) & (uv <= 1))), source, "face_uv", "texture coordinates must lie in [0, 1]"
-    )
+    in_range = bool(np.all((uv >= 0) & (uv <= 1)))
+    _check(in_range, source, "face_uv", "texture coordinates must lie in [0, 1]")
     out["face_uv"] = uv.astype(np.float32)
   for k in out:
     if not np.all(np.isfinite(out[k])):

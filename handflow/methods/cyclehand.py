@@ -60,6 +60,9 @@ LOSS_TERMS = (
   *SELF_TERMS, "sup3d", "sup2d", "sup_pose", "sup_shape", "limits", "penetration", "shape", "kl",
 )  # fmt: skip
 SKIN_TONE = np.array([0.8, 0.6, 0.5], np.float32)
+# Shape coefficients are bounded (tanh): early on, with the pose still wrong, the 3D loss
+# otherwise shrinks or stretches the hand to extreme shapes to hedge.
+BETA_MAX = 3.0
 
 
 class ConfigError(ValueError):
@@ -165,7 +168,8 @@ class CycleHand(base.MethodBase):
   def place(self, net: hand_pose_net.NetOutput, K, size: int) -> Hand:
     """The network's output as a hand in each image's camera frame."""
     m = net.mano
-    verts, kp, R = mano_head.articulate(self.model, m.rot6d_delta, m.betas, self.convention)
+    betas = BETA_MAX * jnp.tanh(m.betas / BETA_MAX)
+    verts, kp, R = mano_head.articulate(self.model, m.rot6d_delta, betas, self.convention)
     c0 = np.log(np.expm1(mano_head.CAMERA_INIT[0]))
     scale = jax.nn.softplus(m.camera[:, 0] + c0) / 0.2  # crop units per metre
     uv = (m.camera[:, 1:] + jnp.asarray(mano_head.CAMERA_INIT[1:])) * size - 0.5
@@ -184,6 +188,21 @@ class CycleHand(base.MethodBase):
     """(vertices, keypoints) of the hand rotated by R [n, 3, 3] about its root."""
     rot = lambda x: jnp.einsum("nij,npj->npi", R, x - h.root[:, None]) + h.root[:, None]
     return rot(h.verts), rot(h.joints)
+
+  @staticmethod
+  def cycle_loss(a: Hand, c: Hand, R):
+    """[n]: c against b = a rotated by R (a held fixed: the target of a rotated image) and
+    d = R^T c against a (both move): root-relative keypoints in cm plus the wrist rotation's
+    squared Frobenius distance. 0 when c is exactly a rotated by R."""
+    sg = jax.lax.stop_gradient
+    Rt = jnp.swapaxes(R, -1, -2)
+    rot = lambda M, x: jnp.einsum("nij,npj->npi", M, x)
+    return (
+      cl.joint_l1_cm(c.joints, rot(R, sg(a.joints)))
+      + cl.rotation_l2(c.R[:, 0], R @ sg(a.R[:, 0]))
+      + cl.joint_l1_cm(rot(Rt, c.joints), a.joints)
+      + cl.rotation_l2(Rt @ c.R[:, 0], a.R[:, 0])
+    )
 
   def _forward(self, params, images, K, rng=None) -> Hand:
     rngs = {"texture": rng} if rng is not None else {}
@@ -268,7 +287,7 @@ class CycleHand(base.MethodBase):
     if w["cycle"] or w["cycle_photo"]:
       R = cl.random_rotations(k_rot, n, self.max_angle)
       sg = jax.tree.map(jax.lax.stop_gradient, a)
-      verts_b, joints_b = self.rotate(sg, R)
+      verts_b, _ = self.rotate(sg, R)
       image_b = self._scene(sg, verts_b, K, size, rgb, k_b)
       extra_images.append(image_b)
     if w["contrastive"]:
@@ -284,12 +303,7 @@ class CycleHand(base.MethodBase):
         c = self.place(split(net_x, i), K, size)
         i += 1
         Rt = jnp.swapaxes(R, -1, -2)
-        terms["cycle"] = (
-          cl.joint_l1_cm(c.joints, joints_b)
-          + cl.rotation_l2(c.R[:, 0], jax.lax.stop_gradient(R @ a.R[:, 0]))
-          + cl.joint_l1_cm(jnp.einsum("nij,npj->npi", Rt, c.joints), a.joints)
-          + cl.rotation_l2(Rt @ c.R[:, 0], a.R[:, 0])
-        )
+        terms["cycle"] = self.cycle_loss(a, c, R)
         if w["cycle_photo"]:
           d_verts = jnp.einsum("nij,npj->npi", Rt, c.verts - c.root[:, None]) + a.root[:, None]
           render_d, sil_d = soft(d_verts, K, a.albedo, a.light, rgb)
@@ -319,7 +333,8 @@ class CycleHand(base.MethodBase):
       if "hand_pose" in batch and not self.model.is_mano_topology:
         R_gt = self._gt_rotations(batch)
         terms["sup_pose"] = jnp.mean(cl.rotation_l2(a.R, R_gt), -1)
-        terms["sup_shape"] = jnp.mean((a.net.mano.betas - batch["betas"].reshape(n, -1)) ** 2, -1)
+        betas = BETA_MAX * jnp.tanh(a.net.mano.betas / BETA_MAX)
+        terms["sup_shape"] = jnp.mean((betas - batch["betas"].reshape(n, -1)) ** 2, -1)
 
     loss, metrics = 0.0, {}
     for k, v in terms.items():
@@ -377,3 +392,43 @@ class CycleHand(base.MethodBase):
     new = jax.random.bernoulli(k[5], self.new_background, (n,))
     background = jnp.where(new[:, None, None, None], jnp.roll(rgb, 1, axis=0), rgb)
     return self.render_sharp(verts_b, K, size, a.net.tex_offset, light, background, tone)
+
+  # --- report ------------------------------------------------------------------------------
+
+  def figures(self, params, extra, batch, count: int = 4) -> dict:
+    """{"cycle.png": a grid of the cycle on the first `count` images}: the input, (a) the
+    prediction rendered over it, (b) the hand rotated (a fixed 60-degree turn about each image's
+    own random axis) under a random light and tone, (c) the prediction on (b), (d) c rotated
+    back, rendered over the input. Sharp renders."""
+    from handflow.viz import figures
+
+    del extra
+    sub = jax.tree.map(lambda x: x[:count], batch)
+    images, K = self._images(sub), self._K(sub)
+    n, size = images.shape[0], images.shape[-2]
+    rgb = images * pipeline.IMAGE_STD + pipeline.IMAGE_MEAN
+    key = jax.random.key(0)
+    a = self._forward(params, images, K)
+    R = _turn(key, n, np.radians(60.0))
+    verts_b, _ = self.rotate(a, R)
+    image_b = self._scene(a, verts_b, K, size, rgb, key)
+    c = self._forward(params, (image_b - pipeline.IMAGE_MEAN) / pipeline.IMAGE_STD, K)
+    Rt = jnp.swapaxes(R, -1, -2)
+    d_verts = jnp.einsum("nij,npj->npi", Rt, c.verts - c.root[:, None]) + a.root[:, None]
+    draw = lambda h, v, bg: self.render_sharp(v, K, size, h.net.tex_offset, h.light, bg)
+    columns = [
+      ("input", rgb),
+      ("(a) prediction", draw(a, a.verts, rgb)),
+      ("(b) rotated, re-lit", image_b),
+      ("(c) prediction on (b)", draw(c, c.verts, image_b)),
+      ("(d) (c) rotated back", draw(a, d_verts, rgb)),
+    ]
+    columns = [(label, np.asarray(jax.device_get(x))) for label, x in columns]
+    return {"cycle.png": figures.image_grid_png(columns, title=f"{self.title}: the cycle")}
+
+
+def _turn(key, n: int, angle: float):
+  """Rotations [n, 3, 3] by `angle` radians about uniformly random axes."""
+  axis = jax.random.normal(key, (n, 3))
+  axis = axis / jnp.linalg.norm(axis, axis=-1, keepdims=True)
+  return rotations.axis_angle_to_matrix(axis * angle)

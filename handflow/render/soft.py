@@ -31,14 +31,6 @@ class SoftImage(NamedTuple):
   color: jax.Array  # [h, w, c] aggregated colour (background: `background`), or [h, w, 0]
 
 
-def _segment_dist2(p, a, b):
-  """Squared distance from points p [..., 2] to segments a-b [..., 2]."""
-  ab = b - a
-  t = jnp.sum((p - a) * ab, -1) / jnp.maximum(jnp.sum(ab * ab, -1), 1e-12)
-  q = a + jnp.clip(t, 0.0, 1.0)[..., None] * ab
-  return jnp.sum((p - q) ** 2, -1)
-
-
 # Coverage below which a face does not touch a pixel: sets the window margin, and is applied
 # explicitly so that results do not depend on the tiers (a face's exp(zn / gamma) weight would
 # otherwise let it win pixels far outside it when its window is large).
@@ -51,9 +43,21 @@ def margin_px(sigma: float, eps: float = COVERAGE_CUT) -> int:
   return int(np.ceil(np.sqrt(sigma * np.log(1.0 / eps))))
 
 
+def _seg_dist2(x, y, ax, ay, bx, by):
+  """Squared distance from points (x, y) to segments a-b, coordinates as separate arrays."""
+  ux, uy = bx - ax, by - ay
+  t = ((x - ax) * ux + (y - ay) * uy) / jnp.maximum(ux * ux + uy * uy, 1e-12)
+  t = jnp.clip(t, 0.0, 1.0)
+  dx, dy = x - ax - t * ux, y - ay - t * uy
+  return dx * dx + dy * dy
+
+
 def _soft_candidates(verts_cam, faces, K, size, sigma, tiers):
-  """Per tier: (face ids, pixel index [c*], x = logit of D [c*], clamped barycentrics
-  [c*, 3], depth at the clamped point [c*], ok [c*]) and the mesh's (z_near, z_far)."""
+  """Per tier: (face ids [c], pixel index [c*], x = logit of D [c*], clamped barycentrics
+  (3 arrays [c, wh, ww]), depth at the clamped point [c*], ok [c*]) and the mesh's
+  (z_near, z_far). Coordinates are kept as separate arrays (x and y, one per corner) rather
+  than trailing axes of size 2 or 3: XLA then fuses the whole test into a few vectorised loops
+  (3x faster on CPU than the stacked form)."""
   h, w = size
   tri, z = raster.screen_faces(verts_cam, faces, K)
   tiers = raster.tiers_for(size) if tiers is None else tiers
@@ -63,26 +67,29 @@ def _soft_candidates(verts_cam, faces, K, size, sigma, tiers):
   z_far = jnp.max(jnp.where(front[:, None], z, -jnp.inf))
   out = []
   for idx, px, py in windows:
-    t = tri[idx][:, None, None]  # [c, 1, 1, 3, 2]
-    p = jnp.stack([px, py], -1).astype(tri.dtype)
-    bary, area = raster.screen_barycentrics(t, p)
-    inside = jnp.all(bary >= 0.0, -1)
+    c3 = lambda a: a[:, None, None]  # per-face scalars against the window [c, wh, ww]
+    t, zt = tri[idx], z[idx]
+    ax, ay, bx, by, cx, cy = (c3(t[:, k, d]) for k in range(3) for d in range(2))
+    x, y = px.astype(tri.dtype), py.astype(tri.dtype)
+    area = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+    safe = jnp.where(jnp.abs(area) > 1e-12, area, 1.0)
+    b0 = ((cx - bx) * (y - by) - (cy - by) * (x - bx)) / safe
+    b1 = ((ax - cx) * (y - cy) - (ay - cy) * (x - cx)) / safe
+    b2 = ((bx - ax) * (y - ay) - (by - ay) * (x - ax)) / safe
+    inside = (b0 >= 0.0) & (b1 >= 0.0) & (b2 >= 0.0)
     d2 = jnp.minimum(
-      jnp.minimum(
-        _segment_dist2(p, t[..., 0, :], t[..., 1, :]), _segment_dist2(p, t[..., 1, :], t[..., 2, :])
-      ),
-      _segment_dist2(p, t[..., 2, :], t[..., 0, :]),
+      jnp.minimum(_seg_dist2(x, y, ax, ay, bx, by), _seg_dist2(x, y, bx, by, cx, cy)),
+      _seg_dist2(x, y, cx, cy, ax, ay),
     )
-    x = jnp.where(inside, d2, -d2) / sigma  # D = sigmoid(x)
-    ok = (px >= 0) & (px < w) & (py >= 0) & (py < h) & front[idx][:, None, None] & (x > _LOGIT_CUT)
+    logit = jnp.where(inside, d2, -d2) / sigma  # D = sigmoid(logit)
+    ok = (px >= 0) & (px < w) & (py >= 0) & (py < h) & c3(front[idx]) & (logit > _LOGIT_CUT)
     ok = ok & (jnp.abs(area) > 1e-12)
-    bc = jnp.clip(bary, 0.0, None)
-    bc = bc / jnp.maximum(jnp.sum(bc, -1, keepdims=True), 1e-12)
-    zf = 1.0 / jnp.sum(bc / z[idx][:, None, None], -1)
+    b0, b1, b2 = (jnp.maximum(b, 0.0) for b in (b0, b1, b2))
+    norm = jnp.maximum(b0 + b1 + b2, 1e-12)
+    bc = (b0 / norm, b1 / norm, b2 / norm)
+    zf = 1.0 / (bc[0] / c3(zt[:, 0]) + bc[1] / c3(zt[:, 1]) + bc[2] / c3(zt[:, 2]))
     pix = jnp.where(ok, py * w + px, h * w)
-    out.append(
-      (idx, pix.reshape(-1), x.reshape(-1), bc.reshape(-1, 3), zf.reshape(-1), ok.reshape(-1))
-    )
+    out.append((idx, pix.reshape(-1), logit.reshape(-1), bc, zf.reshape(-1), ok.reshape(-1)))
   return out, z_near, z_far
 
 
@@ -112,8 +119,9 @@ def soft_rasterize(
   """Soft silhouette, depth and colour of one mesh (vmap for batches).
 
   verts_cam [n, 3] camera frame, faces [f, 3], K [3, 3], size (h, w); colors [n, c] per-vertex
-  or [f, 3, c] per-face-corner attributes (texture seams), or None; background [c] or None (zeros). sigma: edge softness in pixels^2; gamma:
-  depth sharpness of the aggregation; tiers: as `raster.rasterize` (the window margin is added).
+  or [f, 3, c] per-face-corner attributes (texture seams), or None; background [c] or None
+  (zeros). sigma: edge softness in pixels^2; gamma: depth sharpness of the aggregation; tiers:
+  as `raster.rasterize` (the window margin is added).
   """
   h, w = size
   cands, z_near, z_far = _soft_candidates(verts_cam, faces, K, size, sigma, tiers)
@@ -124,7 +132,6 @@ def soft_rasterize(
   ok = jnp.concatenate([c[5] for c in cands])
   zf = jnp.concatenate([c[4] for c in cands])
   log1m = jnp.where(ok, jax.nn.log_sigmoid(-x), 0.0)
-  silhouette = 1.0 - jnp.exp(jnp.zeros((h * w + 1,)).at[pix].add(log1m)[: h * w])
   # Aggregation weights, normalised per pixel with a (gradient-free) running max for stability.
   # Inverse depth normalised between a background plane behind the mesh (z_bg = 2 z_far) and
   # its nearest point: every surface then outweighs the background (SoftRas uses the frustum's
@@ -136,21 +143,25 @@ def soft_rasterize(
   shift = jnp.full((h * w + 1,), bg).at[pix].max(jax.lax.stop_gradient(logw))
   wgt = jnp.exp(logw - shift[pix])
   w_bg = jnp.exp(bg - shift[: h * w])
-  norm = jnp.zeros((h * w + 1,)).at[pix].add(wgt)[: h * w] + w_bg
-  depth = (jnp.zeros((h * w + 1,)).at[pix].add(wgt * zf)[: h * w] + w_bg * z_bg) / norm
+  # One scatter of rows (log(1 - D), w, w z, w colour) instead of one per quantity: XLA's CPU
+  # scatter costs per update, not per byte.
+  cols = [log1m[:, None], wgt[:, None], (wgt * zf)[:, None]]
   if n_c:
-    # Per tier: clamped barycentrics [faces, pixels, 3] x corner attributes [faces, 3, c].
+    # Per tier: sum over corners k of barycentric k [c, wh, ww] x attribute k [c, n_c].
     col = jnp.concatenate(
       [
-        jnp.einsum("fpk,fkd->fpd", bc.reshape(idx.shape[0], -1, 3), corners[idx]).reshape(
-          -1, n_c
-        )
+        sum(bc[k][..., None] * corners[idx][:, None, None, k] for k in range(3)).reshape(-1, n_c)
         for idx, _, _, bc, _, _ in cands
       ]
     )
+    cols.append(wgt[:, None] * col)
+  acc = jnp.zeros((h * w + 1, 3 + n_c)).at[pix].add(jnp.concatenate(cols, -1))[: h * w]
+  silhouette = 1.0 - jnp.exp(acc[:, 0])
+  norm = acc[:, 1] + w_bg
+  depth = (acc[:, 2] + w_bg * z_bg) / norm
+  if n_c:
     bg_col = jnp.zeros((n_c,)) if background is None else jnp.asarray(background)
-    col_sum = jnp.zeros((h * w + 1, n_c)).at[pix].add(wgt[:, None] * col)[: h * w]
-    color = (col_sum + w_bg[:, None] * bg_col) / norm[:, None]
+    color = (acc[:, 3:] + w_bg[:, None] * bg_col) / norm[:, None]
   else:
     color = jnp.zeros((h * w, 0))
   return SoftImage(silhouette.reshape(h, w), depth.reshape(h, w), color.reshape(h, w, n_c))

@@ -106,3 +106,22 @@ def curve_png(rows: list[dict], final: dict, curves, reference=None) -> bytes:
   axes[1].legend(fontsize=7)
   axes[1].set_title("validation split during training", fontsize=9)
   return _png(plt, fig)
+
+
+def image_grid_png(columns: list[tuple[str, np.ndarray]], title: str = "") -> bytes:
+  """A grid of images: one column per (label, images [rows, h, w, 3] in [0, 1])."""
+  rows = columns[0][1].shape[0]
+  plt, (fig, axes) = _figure(
+    rows, len(columns), figsize=(1.6 * len(columns), 1.6 * rows + 0.4), squeeze=False
+  )
+  for c, (label, images) in enumerate(columns):
+    for r in range(rows):
+      ax = axes[r, c]
+      ax.imshow(np.clip(images[r], 0.0, 1.0), interpolation="nearest")
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if r == 0:
+        ax.set_title(label, fontsize=8)
+  if title:
+    fig.suptitle(title, fontsize=9)
+  return _png(plt, fig)

@@ -1,0 +1,125 @@
+"""CycleHand's training step, split by part, on an in-memory batch of the config's shape.
+
+  python -m handflow.bench.cyclehand [--config=configs/cyclehand.py] [--out=DIR]
+
+Times (best of repeated calls, compiled; the batch is random images of the config's crop size
+with the open hand's ground truth): the whole step (loss + gradient), the network alone (one
+forward + backward over the input images, and the forward over the two render batches the cycle
+and the contrastive pair feed it), the soft photometric render (forward + gradient, per mesh),
+the sharp render (forward, per image), and the regressor + hand kernel. The rendering share is
+(2 soft + 2 sharp renders per image) / step. Writes bench_results/cyclehand.json.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from handflow import hand
+from handflow.bench import common
+from handflow.hand import conventions
+from handflow.methods import cyclehand
+from handflow.render import hand_render
+
+
+def synthetic_batch(config, model, n: int, size: int, seed: int = 0) -> dict:
+  """n random images with a plausible hand 0.4 m in front of the camera."""
+  rng = np.random.default_rng(seed)
+  out = hand.forward(model, jnp.asarray(rng.normal(0, 0.2, (n, 45)), jnp.float32))
+  kp = np.asarray(conventions.keypoints(model, out.vertices, out.joints, "openpose"))
+  f = size * 0.4 / 0.25
+  K = np.array([[f, 0, (size - 1) / 2], [0, f, (size - 1) / 2], [0, 0, 1]], np.float32)
+  xyz = kp - kp.mean(1, keepdims=True) + np.array([0, 0, 0.4])
+  uv = xyz[..., :2] / xyz[..., 2:] * f + (size - 1) / 2
+  return {
+    "images": jnp.asarray(rng.normal(size=(n, 1, 1, size, size, 3)), jnp.float32),
+    "K": jnp.broadcast_to(jnp.asarray(K), (n, 1, 1, 3, 3)),
+    "T_cam_world": jnp.broadcast_to(jnp.eye(4), (n, 1, 1, 4, 4)),
+    "xyz": jnp.asarray(xyz[:, None], jnp.float32),
+    "uv": jnp.asarray(uv[:, None, None], jnp.float32),
+    "hand_mask": jnp.asarray(rng.uniform(size=(n, 1, 1, size, size)) > 0.5, jnp.float32),
+    "image_id": jnp.arange(n),
+    "mask": jnp.ones((n,)),
+  }
+
+
+CONFIG = config_flags.DEFINE_config_file("config", "configs/cyclehand.py", "Experiment config.")
+OUT = flags.DEFINE_string("out", None, "JSON output path.")
+
+
+def main(argv):
+  del argv
+  config = CONFIG.value
+  method = cyclehand.CycleHand(config)
+  size = int(config.data.crop_size or config.data.image_size)
+  n = int(config.batch_size)
+  batch = synthetic_batch(config, method.model, n, size)
+  params, extra = method.init(jax.random.key(0), batch)
+  step = jax.jit(
+    jax.value_and_grad(
+      lambda p, b: method.loss_fn(p, extra, b, jax.random.key(1), 10**6)[0]
+    )  # past the warm-up: every term on
+  )
+  t0 = time.perf_counter()
+  jax.block_until_ready(step(params, batch))
+  compile_s = time.perf_counter() - t0
+  rows = [dict(part="whole step (loss + grad)", per_step_ms=1e3 * common.time_fn(
+    lambda: jax.block_until_ready(step(params, batch))))]  # fmt: skip
+  images = batch["images"].reshape(n, size, size, 3)
+
+  def net_loss(p, x):
+    out = method.net.apply(p, x, rngs={"texture": jax.random.key(0)})
+    return sum(jnp.mean(jnp.abs(leaf)) for leaf in jax.tree.leaves(out))
+
+  net_grad = jax.jit(jax.grad(net_loss))
+  net_fwd = jax.jit(lambda p, x: method.net.apply(p, x))
+  twice = jnp.concatenate([images, images])
+  rows.append(dict(part=f"network fwd+bwd, {n} images", per_step_ms=1e3 * common.time_fn(
+    lambda: jax.block_until_ready(net_grad(params, images)))))  # fmt: skip
+  rows.append(dict(part=f"network fwd, {2 * n} renders", per_step_ms=1e3 * common.time_fn(
+    lambda: jax.block_until_ready(net_fwd(params, twice)))))  # fmt: skip
+  K = batch["K"].reshape(n, 3, 3)
+  h = jax.jit(lambda p: method._forward(p, images, K))(params)
+  faces = method.model.faces
+  bg = jnp.zeros((n, size, size, 3))
+
+  def soft_loss(verts, albedo):
+    rgb, sil = jax.vmap(
+      lambda v, k, a, lt, b: hand_render.render_soft(v, faces, k, (size, size), a, lt, b)
+    )(verts, K, albedo, h.light, bg)
+    return jnp.mean(rgb) + jnp.mean(sil)
+
+  soft_grad = jax.jit(jax.grad(soft_loss, argnums=(0, 1)))
+  sec = common.time_fn(lambda: jax.block_until_ready(soft_grad(h.verts, h.albedo)))
+  rows.append(dict(part=f"soft render fwd+grad, {n} meshes", per_step_ms=2e3 * sec,
+                   meshes_per_s=n / sec, note="x2 per step: (a) and (d)"))  # fmt: skip
+  sharp = jax.jit(lambda v: method.render_sharp(v, K, size, h.net.tex_offset, h.light, bg))
+  sec = common.time_fn(lambda: jax.block_until_ready(sharp(h.verts)))
+  rows.append(dict(part=f"sharp render fwd, {n} images", per_step_ms=2e3 * sec,
+                   images_per_s=n / sec, note="x2 per step: (b) and the re-rendering"))  # fmt: skip
+  place = jax.jit(lambda p: method._forward(p, images, K).joints)
+  rows.append(dict(part=f"network fwd + hand kernel, {n} images", per_step_ms=1e3 * common.time_fn(
+    lambda: jax.block_until_ready(place(params)))))  # fmt: skip
+  render_ms = rows[3]["per_step_ms"] + rows[4]["per_step_ms"]
+  share = render_ms / rows[0]["per_step_ms"]
+  print(f"CycleHand step, batch {n} images of {size}^2, {config.model.backbone_depth}-layer "
+        f"backbone; compile {compile_s:.1f} s; device: {common.machine()}\n")  # fmt: skip
+  common.print_table(
+    rows,
+    [("part", "part", "{}"), ("per_step_ms", "ms / step", "{:,.0f}"),
+     ("meshes_per_s", "meshes/s", "{:,.0f}"), ("images_per_s", "images/s", "{:,.0f}"),
+     ("note", "", "{}")],
+  )  # fmt: skip
+  print(f"\nrendering (2 soft fwd+grad + 2 sharp fwd) / step: {share:.2f}")
+  common.write_json(
+    "cyclehand", dict(rows=rows, compile_s=compile_s, render_share=share), OUT.value
+  )
+
+
+if __name__ == "__main__":
+  app.run(main)
