@@ -15,9 +15,9 @@ Batches are [b, t, v, ...] with b = per-host batch size (`data.single_view`: eve
 frame is its own example, t = v = 1, with an `image_id`, shuffled across clips when training);
 evaluation pads the last batch with `mask = 0` samples and gives every host the same number of
 batches. Ground truth (`xyz`, `uv`, `visible`, and `verts` [t, n, 3] / `has_verts` [t], the
-ground-truth mesh where the dataset has one) is only included for evaluation, or when `config.data.supervised` is set. `data.masks`
-adds the dataset's hand masks (`hand_mask [t, v, size, size]`, 1 on the hand), cropped with the
-image.
+ground-truth mesh where the dataset has one) is only included for evaluation, or when
+`config.data.supervised` is set. `data.masks` adds the dataset's hand masks (`hand_mask [t, v, size,
+size]`, 1 on the hand), cropped with the image.
 """
 
 from __future__ import annotations
