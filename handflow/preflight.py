@@ -1,7 +1,8 @@
 """Checks a run's config against what exists before any work: the part of a run that needs
 no data. Writes the resolved config and a hand-model summary to the workdir.
 
-It loads the configured hand model (the shipped open hand or the user's MANO file), compiles
+It constructs the method (whose own config checks then fail first), loads the configured hand
+model (the shipped open hand or the user's MANO file), compiles
 the kernel at the configured batch shape and checks its output is finite, so that a wrong
 model path, side or convention fails here with a clear message rather than deep in training.
 """
@@ -77,6 +78,15 @@ def check_mesh_evaluation(config: ml_collections.ConfigDict):
     )
 
 
+def check_method(config: ml_collections.ConfigDict):
+  """Constructs the method: its config checks (loss weights, ranges, texture) fail here, before
+  any dataset is built. Unknown methods are the entry's to report."""
+  from handflow.methods import registry
+
+  if config.get("method", "") in registry.METHODS:
+    registry.make(config)
+
+
 def run(config: ml_collections.ConfigDict, workdir) -> dict:
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -84,6 +94,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
   if config.get("data") is not None and "pseudo_labels" in config.data:
     pseudo_labels.from_config(config.data.pseudo_labels)  # a bad preset or key fails here
   check_mesh_evaluation(config)
+  check_method(config)
   summary = check_hand_model(config)
   (workdir / "hand_model.json").write_text(json.dumps(summary, indent=2) + "\n")
   return summary

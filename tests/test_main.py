@@ -94,6 +94,11 @@ def test_tiny_ust_trains_reports_evaluates_and_predicts(tmp_path):
     (["--config=configs/ust.py", "--workdir=W", "--mode=eval"], "needs a trained checkpoint"),
     (["--config=configs/ust.py:labels=nope", "--workdir=W"], "unknown pseudo-label preset 'nope'"),
     (["--config=configs/ust.py:hanco", "--workdir=W"], "ground-truth meshes are MANO's"),
+    (
+      ["--config=configs/cyclehand.py", "--workdir=W", "--config.cycle.max_angle=270"],
+      "config cycle.max_angle: 270.0: degrees in (0, 180]",
+    ),
+    (["--config=configs/cyclehand.py", "--workdir=W", "--config.loss.photo=-1"], "loss.photo"),
   ],
 )
 def test_bad_input_gets_one_line(tmp_path, args, match):
