@@ -63,6 +63,7 @@ SKIN_TONE = np.array([0.8, 0.6, 0.5], np.float32)
 # Shape coefficients are bounded (tanh): early on, with the pose still wrong, the 3D loss
 # otherwise shrinks or stretches the hand to extreme shapes to hedge.
 BETA_MAX = 3.0
+DEPTH_RANGE_M = (0.05, 5.0)  # the root's camera depth
 
 
 class ConfigError(ValueError):
@@ -173,7 +174,8 @@ class CycleHand(base.MethodBase):
     c0 = np.log(np.expm1(mano_head.CAMERA_INIT[0]))
     scale = jax.nn.softplus(m.camera[:, 0] + c0) / 0.2  # crop units per metre
     uv = (m.camera[:, 1:] + jnp.asarray(mano_head.CAMERA_INIT[1:])) * size - 0.5
-    depth = K[:, 0, 0] / (size * scale)
+    # Bounded: an image without labels may otherwise drive the scale towards 0 (metres away).
+    depth = jnp.clip(K[:, 0, 0] / (size * scale), DEPTH_RANGE_M[0], DEPTH_RANGE_M[1])
     root = cameras.backproject(K, uv[:, None], depth[:, None])[:, 0]
     kp_root = kp[:, :1]
     joints = kp - kp_root + root[:, None]
@@ -188,6 +190,18 @@ class CycleHand(base.MethodBase):
     """(vertices, keypoints) of the hand rotated by R [n, 3, 3] about its root."""
     rot = lambda x: jnp.einsum("nij,npj->npi", R, x - h.root[:, None]) + h.root[:, None]
     return rot(h.verts), rot(h.joints)
+
+  def _self_term_names(self, has_mask: bool) -> tuple[str, ...]:
+    """The self-supervised terms `loss_fn` computes (those with a weight)."""
+    w = self.weights
+    names = []
+    if w["photo"] or w["silhouette"]:
+      names += ["photo"] + (["silhouette"] if has_mask else [])
+    if w["cycle"] or w["cycle_photo"]:
+      names += ["cycle"] + (["cycle_photo"] if w["cycle_photo"] else [])
+    if w["contrastive"]:
+      names.append("contrastive")
+    return tuple(names)
 
   @staticmethod
   def cycle_loss(a: Hand, c: Hand, R):
@@ -274,45 +288,60 @@ class CycleHand(base.MethodBase):
     soft = jax.vmap(lambda v, k, alb, lt, bg: hand_render.render_soft(v, faces, k, (size, size),
                                                                       alb, lt, bg))  # fmt: skip
 
-    # Photometric: (a) over the input.
-    if w["photo"] or w["silhouette"]:
-      render_a, sil_a = soft(a.verts, K, a.albedo, a.light, rgb)
-      region = hand_mask if hand_mask is not None else jax.lax.stop_gradient(sil_a > 0.5)
-      terms["photo"] = cl.masked_l1(render_a, rgb, region)
-      if hand_mask is not None:
-        terms["silhouette"] = cl.soft_iou_loss(sil_a, hand_mask)
+    # The self-supervised terms, behind a cond: the supervised warm-up skips their renders
+    # and extra network pass (about 4x cheaper steps), instead of computing them at weight 0.
+    names = self._self_term_names(hand_mask is not None)
 
-    # The cycle and the contrastive pair: renders without gradient, one network pass.
-    extra_images = []
-    if w["cycle"] or w["cycle_photo"]:
-      R = cl.random_rotations(k_rot, n, self.max_angle)
-      sg = jax.tree.map(jax.lax.stop_gradient, a)
-      verts_b, _ = self.rotate(sg, R)
-      image_b = self._scene(sg, verts_b, K, size, rgb, k_b)
-      extra_images.append(image_b)
-    if w["contrastive"]:
-      sg = jax.tree.map(jax.lax.stop_gradient, a)
-      extra_images.append(self.render_sharp(sg.verts, K, size, sg.net.tex_offset, sg.light, rgb))
-    if extra_images:
-      stacked = jnp.concatenate([(x - pipeline.IMAGE_MEAN) / pipeline.IMAGE_STD
-                                 for x in extra_images])  # fmt: skip
-      net_x = self.net.apply(params, jax.lax.stop_gradient(stacked), rngs={"texture": k_c})
-      split = lambda t, i: jax.tree.map(lambda x: x[i * n : (i + 1) * n], t)
-      i = 0
+    def self_terms():
+      terms = {}
+      # Photometric: (a) over the input.
+      if w["photo"] or w["silhouette"]:
+        render_a, sil_a = soft(a.verts, K, a.albedo, a.light, rgb)
+        region = hand_mask if hand_mask is not None else jax.lax.stop_gradient(sil_a > 0.5)
+        terms["photo"] = cl.masked_l1(render_a, rgb, region)
+        if hand_mask is not None:
+          terms["silhouette"] = cl.soft_iou_loss(sil_a, hand_mask)
+
+      # The cycle and the contrastive pair: renders without gradient, one network pass.
+      extra_images = []
       if w["cycle"] or w["cycle_photo"]:
-        c = self.place(split(net_x, i), K, size)
-        i += 1
-        Rt = jnp.swapaxes(R, -1, -2)
-        terms["cycle"] = self.cycle_loss(a, c, R)
-        if w["cycle_photo"]:
-          d_verts = jnp.einsum("nij,npj->npi", Rt, c.verts - c.root[:, None]) + a.root[:, None]
-          render_d, sil_d = soft(d_verts, K, a.albedo, a.light, rgb)
-          region = hand_mask if hand_mask is not None else jax.lax.stop_gradient(sil_d > 0.5)
-          terms["cycle_photo"] = cl.masked_l1(render_d, rgb, region)
+        R = cl.random_rotations(k_rot, n, self.max_angle)
+        sg = jax.tree.map(jax.lax.stop_gradient, a)
+        verts_b, _ = self.rotate(sg, R)
+        image_b = self._scene(sg, verts_b, K, size, rgb, k_b)
+        extra_images.append(image_b)
       if w["contrastive"]:
-        z_re = split(net_x, i).proj
-        pair = cl.nt_xent(a.net.proj, z_re, mask, self.temperature)
-        terms["contrastive"] = 0.5 * (pair[:n] + pair[n:])
+        sg = jax.tree.map(jax.lax.stop_gradient, a)
+        extra_images.append(self.render_sharp(sg.verts, K, size, sg.net.tex_offset, sg.light, rgb))
+      if extra_images:
+        stacked = jnp.concatenate([(x - pipeline.IMAGE_MEAN) / pipeline.IMAGE_STD
+                                   for x in extra_images])  # fmt: skip
+        net_x = self.net.apply(params, jax.lax.stop_gradient(stacked), rngs={"texture": k_c})
+        split = lambda t, i: jax.tree.map(lambda x: x[i * n : (i + 1) * n], t)
+        i = 0
+        if w["cycle"] or w["cycle_photo"]:
+          c = self.place(split(net_x, i), K, size)
+          i += 1
+          Rt = jnp.swapaxes(R, -1, -2)
+          terms["cycle"] = self.cycle_loss(a, c, R)
+          if w["cycle_photo"]:
+            d_verts = jnp.einsum("nij,npj->npi", Rt, c.verts - c.root[:, None]) + a.root[:, None]
+            render_d, sil_d = soft(d_verts, K, a.albedo, a.light, rgb)
+            region = hand_mask if hand_mask is not None else jax.lax.stop_gradient(sil_d > 0.5)
+            terms["cycle_photo"] = cl.masked_l1(render_d, rgb, region)
+        if w["contrastive"]:
+          z_re = split(net_x, i).proj
+          pair = cl.nt_xent(a.net.proj, z_re, mask, self.temperature)
+          terms["contrastive"] = 0.5 * (pair[:n] + pair[n:])
+
+      return terms
+
+    if names:
+      zeros = lambda: {k: jnp.zeros((n,), jnp.float32) for k in names}
+      if self.self_start > 0:
+        terms.update(jax.lax.cond(jnp.asarray(step) >= self.self_start, self_terms, zeros))
+      else:
+        terms.update(self_terms())
 
     # Mechanical constraints and priors (every image).
     terms["limits"] = priors.limits(a.R[:, 1:], self.axes)
