@@ -75,6 +75,11 @@ def _check(cond, key, msg):
     raise ConfigError(f"config {key}: {msg}")
 
 
+def bounded_betas(raw):
+  """The shape coefficients the hand uses: BETA_MAX tanh(raw / BETA_MAX)."""
+  return BETA_MAX * jnp.tanh(raw / BETA_MAX)
+
+
 def vertex_uv(model) -> np.ndarray:
   """Per-vertex texture coordinates [n, 2] for models without UVs: the rest hand projected on
   its palm plane (x: wrist -> fingers, z: thumb -> pinky), normalised to [0.02, 0.98]."""
@@ -169,7 +174,7 @@ class CycleHand(base.MethodBase):
   def place(self, net: hand_pose_net.NetOutput, K, size: int) -> Hand:
     """The network's output as a hand in each image's camera frame."""
     m = net.mano
-    betas = BETA_MAX * jnp.tanh(m.betas / BETA_MAX)
+    betas = bounded_betas(m.betas)
     verts, kp, R = mano_head.articulate(self.model, m.rot6d_delta, betas, self.convention)
     c0 = np.log(np.expm1(mano_head.CAMERA_INIT[0]))
     scale = jax.nn.softplus(m.camera[:, 0] + c0) / 0.2  # crop units per metre
@@ -282,7 +287,6 @@ class CycleHand(base.MethodBase):
     k_tex, k_rot, k_b, k_c = jax.random.split(rng, 4)
     a = self._forward(params, images, K, k_tex)
     terms = {}
-    on = (jnp.asarray(step) >= self.self_start).astype(jnp.float32)
     hand_mask = batch["hand_mask"].reshape(n, size, size) if "hand_mask" in batch else None
     faces = self.model.faces
     soft = jax.vmap(lambda v, k, alb, lt, bg: hand_render.render_soft(v, faces, k, (size, size),
@@ -362,16 +366,16 @@ class CycleHand(base.MethodBase):
       if "hand_pose" in batch and not self.model.is_mano_topology:
         R_gt = self._gt_rotations(batch)
         terms["sup_pose"] = jnp.mean(cl.rotation_l2(a.R, R_gt), -1)
-        betas = BETA_MAX * jnp.tanh(a.net.mano.betas / BETA_MAX)
+        betas = bounded_betas(a.net.mano.betas)
         terms["sup_shape"] = jnp.mean((betas - batch["betas"].reshape(n, -1)) ** 2, -1)
 
     loss, metrics = 0.0, {}
     for k, v in terms.items():
       sup = k.startswith("sup")
-      wt = mask * (lab if sup else 1.0) * (on if k in SELF_TERMS else 1.0)
-      val = losses.weighted_mean(v, wt) if sup else losses.weighted_mean(v, mask)
+      # Self-supervised terms are 0 before `self_start` (the cond above skips them).
+      val = losses.weighted_mean(v, mask * lab if sup else mask)
       metrics[f"loss/{k}"] = val
-      loss = loss + w[k] * losses.weighted_mean(v, wt)
+      loss = loss + w[k] * val
     metrics["labelled_share"] = jnp.sum(lab) / jnp.maximum(jnp.sum(mask), 1.0)
     return loss, (metrics, None)
 
@@ -438,7 +442,7 @@ class CycleHand(base.MethodBase):
     rgb = images * pipeline.IMAGE_STD + pipeline.IMAGE_MEAN
     key = jax.random.key(0)
     a = self._forward(params, images, K)
-    R = _turn(key, n, np.radians(60.0))
+    R = cl.random_rotations(key, n, np.radians(60.0), min_angle=np.radians(60.0))
     verts_b, _ = self.rotate(a, R)
     image_b = self._scene(a, verts_b, K, size, rgb, key)
     c = self._forward(params, (image_b - pipeline.IMAGE_MEAN) / pipeline.IMAGE_STD, K)
@@ -454,10 +458,3 @@ class CycleHand(base.MethodBase):
     ]
     columns = [(label, np.asarray(jax.device_get(x))) for label, x in columns]
     return {"cycle.png": figures.image_grid_png(columns, title=f"{self.title}: the cycle")}
-
-
-def _turn(key, n: int, angle: float):
-  """Rotations [n, 3, 3] by `angle` radians about uniformly random axes."""
-  axis = jax.random.normal(key, (n, 3))
-  axis = axis / jnp.linalg.norm(axis, axis=-1, keepdims=True)
-  return rotations.axis_angle_to_matrix(axis * angle)

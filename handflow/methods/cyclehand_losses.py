@@ -1,7 +1,7 @@
 """CycleHand's loss pieces, pure and per sample (the method weights, masks and sums them).
 
-- `random_rotations(key, n, max_angle)`: rotations about uniformly random axes by angles
-  uniform in [0, max_angle] (radians) -> [n, 3, 3].
+- `random_rotations(key, n, max_angle, min_angle=0)`: rotations about uniformly random axes by
+  angles uniform in [min_angle, max_angle] (radians) -> [n, 3, 3].
 - `joint_l1_cm(a, b)`: mean L1 distance of root-relative keypoints [..., 21, 3] in cm.
 - `rotation_l2(Ra, Rb)`: squared Frobenius distance of rotations [..., 3, 3] (0 when equal).
 - `masked_l1(x, y, m)`: per-sample mean |x - y| over pixels where m [n, h, w] is set.
@@ -21,11 +21,11 @@ from handflow.hand import rotations
 CM = 0.01
 
 
-def random_rotations(key, n: int, max_angle):
+def random_rotations(key, n: int, max_angle, min_angle=0.0):
   k1, k2 = jax.random.split(key)
   axis = jax.random.normal(k1, (n, 3))
   axis = axis / jnp.maximum(jnp.linalg.norm(axis, axis=-1, keepdims=True), 1e-9)
-  angle = jax.random.uniform(k2, (n, 1), minval=0.0, maxval=max_angle)
+  angle = jax.random.uniform(k2, (n, 1), minval=min_angle, maxval=max_angle)
   return rotations.axis_angle_to_matrix(axis * angle)
 
 
