@@ -30,3 +30,14 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> pathlib.Path:
   return write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def write_bytes(path, data: bytes):
+  """`data` to a local path atomically, or to an object store (gs://, s3://: an upload appears
+  whole)."""
+  if str(path).startswith(("gs://", "s3://")):
+    import etils.epath
+
+    etils.epath.Path(path).write_bytes(data)
+  else:
+    write_atomic(path, lambda f: f.write(data))

@@ -7,7 +7,8 @@ Modes: train | eval | predict | prepare. Every mode runs the preflight (resolved
 model check); train, eval and predict build the embedded dataset on first use (reused after).
 train writes checkpoints, metrics.jsonl (and TensorBoard), then results.{md,json} and figures
 (the test split, scored once; `handflow.modes`); eval re-reports the newest checkpoint; predict
-writes predictions-*.npz.
+writes predictions-*.npz. A config with `stages` (HandMIM: pre-training, fine-tuning, scratch)
+runs each stage in its own sub-directory and compares them (`handflow.stages`).
 """
 
 import sys
@@ -16,7 +17,7 @@ from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
 
-from handflow import checkpoint, modes, preflight, sharding, train
+from handflow import checkpoint, modes, preflight, sharding, stages, train
 from handflow.data import prepare
 from handflow.methods import registry
 
@@ -68,8 +69,11 @@ def main(argv):
   config, mode = _CONFIG.value, _MODE.value
   workdir = epath.Path(_WORKDIR.value)  # local or gs://
   method = config.get("method", "?")
+  staged = bool(config.get("stages"))
   try:
     summary = preflight.run(config, workdir)
+    if staged:
+      stages.check(config, workdir)
   except (FileNotFoundError, ValueError, FloatingPointError) as e:
     _die(str(e))
   print(
@@ -80,11 +84,12 @@ def main(argv):
     _die(f"mode 'prepare' is not available yet for dataset '{config.data.name}'")
   if method not in registry.METHODS and mode != "prepare":
     _die(f"unknown method '{method}'; known: {sorted(registry.METHODS)}")
-  ckpts = workdir / "checkpoints"
-  if mode in ("eval", "predict") and not (
-    ckpts.exists() and any(p.name.isdigit() for p in ckpts.iterdir())
-  ):
-    _die(f"mode '{mode}' needs a trained checkpoint, and {ckpts} has none: train first")
+  for sub in [workdir / n for n in config.stages.compare] if staged else [workdir]:
+    ckpts = sub / "checkpoints"
+    if mode in ("eval", "predict") and not (
+      ckpts.exists() and any(p.name.isdigit() for p in ckpts.iterdir())
+    ):
+      _die(f"mode '{mode}' needs a trained checkpoint, and {ckpts} has none: train first")
   if config.data.name in prepare.BUILDABLE or mode == "prepare":
     # The embedded dataset is generated on first use and reused after.
     try:
@@ -95,7 +100,7 @@ def main(argv):
   if mode == "prepare":
     return 0
   try:
-    modes.run(mode, config, workdir)
+    (stages.run if staged else modes.run)(mode, config, workdir)
   except (ValueError, checkpoint.CheckpointError, train.NonFiniteError) as e:
     _die(str(e))
   done = {"train": f"trained {method} for {config.num_steps} steps", "eval": "evaluated"}

@@ -19,7 +19,8 @@ config.optim keys:
   `multi_transform` with `set_to_zero`) and do not count towards the clipping norm;
 - `layer_decay` {rate, num_layers, layer (a regex with one group: the block index), embed (a
   regex)}: layer-wise learning-rate decay (BEiT): block i is scaled by rate^(num_layers - i),
-  embedding leaves by rate^(num_layers + 1), the rest (heads) by 1; rate 1 or absent = off.
+  embedding leaves by rate^(num_layers + 1), the rest (heads) by 1; rate 1 or absent = off;
+  num_layers 0 = one more than the highest block index in the tree (the model's depth).
   It multiplies with `lr_mults`;
 - ema_decay (0 = no EMA; the train state then keeps no EMA copy): the loop's Polyak average of
   the parameters, evaluated and exported instead of the raw parameters. A method whose
@@ -92,6 +93,9 @@ def leaf_groups(cfg, params, labels=None):
   layer_re = re.compile(ld.get("layer", r"$^")) if rate != 1.0 else None
   embed_re = re.compile(ld.get("embed", r"$^")) if rate != 1.0 else None
   n_layers = int(ld.get("num_layers", 0)) if ld else 0
+  if layer_re is not None and n_layers <= 0:  # 0: the model's own depth
+    hits = [layer_re.search(n) for n in jax.tree.leaves(names)]
+    n_layers = 1 + max((int(h.group(1)) for h in hits if h), default=-1)
 
   def mult(name, label):
     m = next((v for p, v in mults if _matches(p, name, label)), 1.0)

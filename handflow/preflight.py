@@ -87,6 +87,24 @@ def check_method(config: ml_collections.ConfigDict):
     registry.make(config)
 
 
+def check_init_from(config: ml_collections.ConfigDict):
+  """A fine-tuning source must hold a checkpoint before any work (a stage of this run, named
+  "stage:<name>", is checked when that stage starts)."""
+  from handflow import checkpoint, stages, train
+
+  src = train.init_from_config(config).get("workdir", "")
+  if not src or (src.startswith(stages.PREFIX) and config.get("stages")):
+    return
+  if src.startswith(stages.PREFIX):
+    raise ValueError(
+      f"config.init_from.workdir = '{src}' names a stage, but this config runs one stage: set "
+      "--config.init_from.workdir to a pre-training run's workdir"
+    )
+  ckpts = train.checkpoint_dir(src)
+  if not ckpts.exists() or checkpoint.Checkpointer(ckpts).latest_step() is None:
+    raise ValueError(f"config.init_from = {src}: no checkpoint there (train that run first)")
+
+
 def run(config: ml_collections.ConfigDict, workdir) -> dict:
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -95,6 +113,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     pseudo_labels.from_config(config.data.pseudo_labels)  # a bad preset or key fails here
   check_mesh_evaluation(config)
   check_method(config)
+  check_init_from(config)
   summary = check_hand_model(config)
   (workdir / "hand_model.json").write_text(json.dumps(summary, indent=2) + "\n")
   return summary

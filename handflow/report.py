@@ -43,10 +43,7 @@ LABELS = ("labels/wrong_downweighted", "labels/right_downweighted")
 
 
 def _write(path: epath.Path, data: bytes):
-  if str(path).startswith(("gs://", "s3://")):
-    path.write_bytes(data)  # object stores: an upload appears whole
-  else:
-    files.write_atomic(path, lambda f: f.write(data))
+  files.write_bytes(path, data)
 
 
 def _fmt(v, digits=1):

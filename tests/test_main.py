@@ -99,13 +99,18 @@ def test_tiny_ust_trains_reports_evaluates_and_predicts(tmp_path):
       "config cycle.max_angle: 270.0: degrees in (0, 180]",
     ),
     (["--config=configs/cyclehand.py", "--workdir=W", "--config.loss.photo=-1"], "loss.photo"),
+    (
+      ["--config=configs/handmim.py:finetune", "--workdir=W", "--config.init_from.workdir=W/pt"],
+      "config.init_from = W/pt: no checkpoint there",
+    ),
+    (["--config=configs/handmim.py:pretrain", "--workdir=W", "--config.model.vit=S"], "model.vit"),
   ],
 )
 def test_bad_input_gets_one_line(tmp_path, args, match):
   args = [a.replace("=W", f"={tmp_path / 'w'}") for a in args]
   r = _main(*args)
   assert r.returncode == 2
-  assert match in _error_line(r)
+  assert match.replace("W/", f"{tmp_path / 'w'}/") in _error_line(r)
 
 
 def test_a_method_that_exists_trains_end_to_end(tmp_path):
@@ -153,3 +158,33 @@ def test_tiny_cyclehand_trains_reports_evaluates_and_predicts(tmp_path):
   with np.load(wd / "predictions-000.npz") as pred:
     assert pred["joints"].shape == (4, 1, 21, 3) and pred["vertices_cam"].shape == (4, 1, 1669, 3)
     assert pred["view_angle"].shape == (4, 1) and sorted(pred["image_id"].tolist()) == [0, 1, 2, 3]
+
+
+def test_tiny_handmim_pretrains_fine_tunes_compares_and_resumes(tmp_path):
+  """The default command's three stages at the tiny size, then the same command again: every
+  stage is reused, only the comparison is rewritten."""
+  wd = tmp_path / "wd"
+  args = (
+    "--config=configs/handmim.py:tiny",
+    f"--workdir={wd}",
+    f"--config.data.data_dir={tmp_path / 'tfds'}",
+    "--config.num_steps=2",
+    "--config.checkpoint.every=2",
+  )
+  r = _main(*args)
+  assert r.returncode == 0, r.stderr[-3000:]
+  for stage, method in (("pretrain", "handmim_pretrain"), ("finetune", "handmim"),
+                        ("scratch", "handmim")):  # fmt: skip
+    assert f"stage '{stage}' ({method}, 2 steps)" in r.stdout
+    assert (wd / stage / "checkpoints" / "2").exists()
+  assert f"init_from {wd}/pretrain/checkpoints/2:extra/teacher: loaded" in r.stdout
+  results = json.loads((wd / "results.json").read_text())
+  assert sorted(results) == ["finetune", "scratch"]
+  for row in results.values():
+    assert row["freihand/PA-MPVPE"] > 0 and 0 <= row["freihand/F@15"] <= 1
+  pre_rows = [json.loads(x) for x in (wd / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+  assert all(np.isfinite(pre_rows[0][f"loss/{k}"]) for k in ("cls", "patch", "keypoints", "pixels"))
+  assert "| freihand/PA-MPVPE |" in (wd / "results.md").read_text()
+  again = _main(*args)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert again.stdout.count("finished earlier") == 3 and "init_from" not in again.stdout

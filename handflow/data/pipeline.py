@@ -30,7 +30,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from handflow import hand
-from handflow.data import prepare, pseudo_labels
+from handflow.data import prepare, pseudo_labels, subsets
 from handflow.geometry import cameras
 
 IMAGE_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -263,6 +263,27 @@ def _single_images(t: int, v: int):
   return fn
 
 
+def _labelled_filter(config, t: int):
+  """(clip predicate, image predicate) keeping the labelled subset of single images
+  (`data.labelled_only`; `subsets.labelled_mask`, the subset the losses read), or None when
+  every image is kept."""
+  frac = float(config.data.get("labelled_fraction", 1.0))
+  if not config.data.get("labelled_only", False) or frac >= 1.0:
+    return None
+  seed, n = int(config.data.get("seed", 0)), t * config.data.views
+  pick = lambda ids: subsets.labelled_mask(ids, frac, seed)
+
+  def clip(ex):
+    ids = tf.cast(ex["clip_id"], tf.int64) * n + tf.range(n, dtype=tf.int64)
+    return tf.reduce_any(tf.numpy_function(pick, [ids], tf.bool, stateful=False))
+
+  def image(ex):
+    one = tf.numpy_function(pick, [tf.reshape(ex["image_id"], [1])], tf.bool, stateful=False)
+    return tf.reshape(one, [])
+
+  return clip, image
+
+
 def images_per_example(config) -> int:
   """Examples a stored clip becomes: t * v single images (`data.single_view`), or 1."""
   if not config.data.get("single_view", False):
@@ -347,9 +368,18 @@ def make_dataset(config, split, *, train, process_index=0, process_count=1, seed
   host_split = tfds.even_splits(split, n=process_count)[process_index]
   read = tfds.ReadConfig(shuffle_seed=seed, interleave_cycle_length=1) if train else None
   ds = builder.as_dataset(split=host_split, shuffle_files=train, read_config=read)
+  single = config.data.get("single_view", False)
+  t = builder.info.features["K"].shape[0]
+  labelled = _labelled_filter(config, t) if train and single else None
+  if labelled is not None:  # only the clips that hold a labelled image are read at all
+    ds = ds.filter(labelled[0])
+    if not any(True for _ in ds.take(1)):
+      raise DataError(
+        f"dataset '{config.data.name}' split '{split}': no image is in the labelled subset "
+        f"(config.data.labelled_fraction = {config.data.labelled_fraction}); raise it"
+      )
   if train:
     ds = ds.repeat().shuffle(max(16, 4 * config.batch_size), seed=seed)
-  single = config.data.get("single_view", False)
   # Resuming skips examples before the (costly) map; the indices, hence augmentations, match an
   # uninterrupted run. Single images are skipped after the map (their clips are shuffled apart).
   clip_skip = 0 if single else skip
@@ -363,8 +393,9 @@ def make_dataset(config, split, *, train, process_index=0, process_count=1, seed
     )
   )
   if single:
-    t = builder.info.features["K"].shape[0]
     ds = ds.map(_single_images(t, config.data.views)).unbatch()
+    if labelled is not None:
+      ds = ds.filter(labelled[1])
     if train:  # images of one clip apart (contrastive negatives, batch statistics)
       ds = ds.shuffle(max(64, 8 * config.batch_size), seed=seed + 1).skip(skip)
   return ds

@@ -47,11 +47,10 @@ import numpy as np
 
 from handflow import hand
 from handflow.data import pipeline
-from handflow.geometry import cameras, viewpoint
-from handflow.hand import limits, priors, rotations, skin_texture
-from handflow.methods import base, losses
+from handflow.hand import limits, priors, skin_texture
+from handflow.methods import base, losses, single_image
 from handflow.methods import cyclehand_losses as cl
-from handflow.models import hand_pose_net, mano_head
+from handflow.models import hand_pose_net
 from handflow.render import hand_render
 
 TEXTURES = ("uv", "vertex")
@@ -60,10 +59,6 @@ LOSS_TERMS = (
   *SELF_TERMS, "sup3d", "sup2d", "sup_pose", "sup_shape", "limits", "penetration", "shape", "kl",
 )  # fmt: skip
 SKIN_TONE = np.array([0.8, 0.6, 0.5], np.float32)
-# Shape coefficients are bounded (tanh): early on, with the pose still wrong, the 3D loss
-# otherwise shrinks or stretches the hand to extreme shapes to hedge.
-BETA_MAX = 3.0
-DEPTH_RANGE_M = (0.05, 5.0)  # the root's camera depth
 
 
 class ConfigError(ValueError):
@@ -73,11 +68,6 @@ class ConfigError(ValueError):
 def _check(cond, key, msg):
   if not cond:
     raise ConfigError(f"config {key}: {msg}")
-
-
-def bounded_betas(raw):
-  """The shape coefficients the hand uses: BETA_MAX tanh(raw / BETA_MAX)."""
-  return BETA_MAX * jnp.tanh(raw / BETA_MAX)
 
 
 def vertex_uv(model) -> np.ndarray:
@@ -90,7 +80,7 @@ def vertex_uv(model) -> np.ndarray:
 
 @functools.partial(
   jax.tree_util.register_dataclass,
-  data_fields=["verts", "joints", "R", "root", "albedo", "light", "net"],
+  data_fields=["verts", "joints", "R", "root", "betas", "albedo", "light", "net"],
   meta_fields=[],
 )
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +91,7 @@ class Hand:
   joints: jax.Array  # [n, 21, 3]
   R: jax.Array  # [n, 16, 3, 3]: the wrist's camera-frame orientation, then the finger joints
   root: jax.Array  # [n, 3]
+  betas: jax.Array  # [n, nb] bounded
   albedo: jax.Array  # [n, f, 3, 3] per face corner
   light: hand_render.Light
   net: hand_pose_net.NetOutput
@@ -173,23 +164,12 @@ class CycleHand(base.MethodBase):
 
   def place(self, net: hand_pose_net.NetOutput, K, size: int) -> Hand:
     """The network's output as a hand in each image's camera frame."""
-    m = net.mano
-    betas = bounded_betas(m.betas)
-    verts, kp, R = mano_head.articulate(self.model, m.rot6d_delta, betas, self.convention)
-    c0 = np.log(np.expm1(mano_head.CAMERA_INIT[0]))
-    scale = jax.nn.softplus(m.camera[:, 0] + c0) / 0.2  # crop units per metre
-    uv = (m.camera[:, 1:] + jnp.asarray(mano_head.CAMERA_INIT[1:])) * size - 0.5
-    # Bounded: an image without labels may otherwise drive the scale towards 0 (metres away).
-    depth = jnp.clip(K[:, 0, 0] / (size * scale), DEPTH_RANGE_M[0], DEPTH_RANGE_M[1])
-    root = cameras.backproject(K, uv[:, None], depth[:, None])[:, 0]
-    kp_root = kp[:, :1]
-    joints = kp - kp_root + root[:, None]
-    verts = verts - kp_root + root[:, None]
+    p = single_image.place(self.model, net.mano, K, size, self.convention)
     albedo = jax.vmap(lambda o: hand_render.corner_albedo(self.face_uv, self.base_texture, o))(
       net.tex_offset
     )
-    light = hand_render.Light(*hand_pose_net.light_from_raw(net.light, root))
-    return Hand(verts, joints, R, root, albedo, light, net)
+    light = hand_render.Light(*hand_pose_net.light_from_raw(net.light, p.root))
+    return Hand(p.verts, p.joints, p.R, p.root, p.betas, albedo, light, net)
 
   def rotate(self, h: Hand, R):
     """(vertices, keypoints) of the hand rotated by R [n, 3, 3] about its root."""
@@ -246,35 +226,14 @@ class CycleHand(base.MethodBase):
     `T_cam_world` inverted), their camera-frame versions `joints_cam`, `vertices_cam`, the 2D
     keypoints `uv` [b, t, v, 21, 2] (crop pixels) and the palm angle `view_angle` [b, t]."""
     del extra
-    lead = batch["images"].shape[:3]
     K = self._K(batch)
-    h = self._forward(params, self._images(batch), K)
-    T_wc = cameras.invert(batch["T_cam_world"].reshape(-1, 4, 4))
-    world = lambda x: cameras.transform(T_wc, x)
-    uv, _ = cameras.project(K, h.joints)
-    b, t = lead[0], lead[1] * lead[2]
-    return {
-      "joints": world(h.joints).reshape(b, t, 21, 3),
-      "vertices": world(h.verts).reshape(b, t, -1, 3),
-      "joints_cam": h.joints.reshape(b, t, 21, 3),
-      "vertices_cam": h.verts.reshape(b, t, -1, 3),
-      "uv": uv.reshape(lead + (21, 2)),
-      "view_angle": viewpoint.palm_angle(h.joints, self.side).reshape(b, t),
-    }
+    return single_image.outputs(self._forward(params, self._images(batch), K), K, batch, self.side)
 
   def labelled(self, batch):
     """[n] float: the images whose labels the loss may read (and real, not padding)."""
-    n = batch["images"].shape[0]
-    sel = cl.labelled_mask(batch["image_id"].reshape(-1), self.labelled_fraction, self.label_seed)
-    if self.labelled_cone > 0:
-      angle = viewpoint.palm_angle(self._gt_cam(batch), self.side)
-      sel = sel & (angle <= self.labelled_cone)
-    return sel.astype(jnp.float32) * batch["mask"].reshape(n)
-
-  @staticmethod
-  def _gt_cam(batch):
-    T = batch["T_cam_world"].reshape(-1, 4, 4)
-    return cameras.transform(T, batch["xyz"].reshape(-1, 21, 3))
+    return single_image.labelled(
+      batch, self.labelled_fraction, self.label_seed, self.labelled_cone, self.side
+    )
 
   def loss_fn(self, params, extra, batch, rng, step):
     del extra
@@ -358,16 +317,8 @@ class CycleHand(base.MethodBase):
     lab = jnp.zeros((n,))
     if "xyz" in batch and self.labelled_fraction > 0:
       lab = self.labelled(batch)
-      gt = self._gt_cam(batch)
-      terms["sup3d"] = cl.joint_l1_cm(a.joints, gt)
-      uv, _ = cameras.project(K, a.joints)
-      gt_uv = batch["uv"].reshape(n, 21, 2)
-      terms["sup2d"] = jnp.mean(losses.smooth_l1((uv - gt_uv) / size), -1)
-      if "hand_pose" in batch and not self.model.is_mano_topology:
-        R_gt = self._gt_rotations(batch)
-        terms["sup_pose"] = jnp.mean(cl.rotation_l2(a.R, R_gt), -1)
-        betas = bounded_betas(a.net.mano.betas)
-        terms["sup_shape"] = jnp.mean((betas - batch["betas"].reshape(n, -1)) ** 2, -1)
+      sup = [k for k in single_image.SUPERVISED_TERMS if w.get(k)]
+      terms.update(single_image.supervised_terms(self.model, a, K, size, batch, sup))
 
     loss, metrics = 0.0, {}
     for k, v in terms.items():
@@ -378,15 +329,6 @@ class CycleHand(base.MethodBase):
       loss = loss + w[k] * val
     metrics["labelled_share"] = jnp.sum(lab) / jnp.maximum(jnp.sum(mask), 1.0)
     return loss, (metrics, None)
-
-  def _gt_rotations(self, batch):
-    """Ground-truth joint rotations [n, 16, 3, 3]: the wrist's in the camera frame, then the
-    local finger rotations (the synthetic data's pose parameters)."""
-    n = batch["images"].shape[0]
-    local = rotations.axis_angle_to_matrix(batch["hand_pose"].reshape(n, 15, 3))
-    glob = rotations.axis_angle_to_matrix(batch["global_orient"].reshape(n, 3))
-    R_cw = batch["T_cam_world"].reshape(n, 4, 4)[:, :3, :3]
-    return jnp.concatenate([(R_cw @ glob)[:, None], local], 1)
 
   # --- rendering ---------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@
 - `soft_iou_loss(s, m)`: 1 - soft IoU of a silhouette and a mask, per sample.
 - `nt_xent(z1, z2, valid, temperature)`: SimCLR's normalised-temperature cross-entropy of the
   pairs (z1[i], z2[i]) against every other valid sample of both views, per anchor [2n].
-- `labelled_mask(image_id, fraction, seed)`: a fixed pseudo-random subset of images.
 """
 
 from __future__ import annotations
@@ -70,15 +69,3 @@ def nt_xent(z1, z2, valid, temperature: float):
   logp = jax.nn.log_softmax(sim, axis=-1)
   loss = -jnp.take_along_axis(logp, partner[:, None], -1)[:, 0]
   return jnp.where(ok, loss, 0.0)
-
-
-def labelled_mask(image_id, fraction: float, seed: int = 0):
-  """[n] bool: image_id [n] int in the labelled subset, a fixed share `fraction` of all images
-  chosen by a hash of (id, seed) (the same images in every run and step)."""
-  x = (image_id.astype(jnp.uint32) + jnp.uint32(seed) * jnp.uint32(0x9E3779B9)) * jnp.uint32(
-    2654435761
-  )
-  x = x ^ (x >> 16)
-  x = x * jnp.uint32(0x45D9F3B)
-  x = x ^ (x >> 16)
-  return (x.astype(jnp.float32) / 4294967296.0) < fraction

@@ -7,12 +7,14 @@ import pytest
 
 from configs import cyclehand as cyclehand_config
 from handflow import hand
+from handflow.data import subsets
 from handflow.geometry import viewpoint
 from handflow.hand import conventions, priors, rotations, skin_texture
-from handflow.methods import cyclehand
+from handflow.methods import cyclehand, single_image
 from handflow.methods import cyclehand_losses as cl
 from handflow.models import hand_pose_net, mano_head
 from handflow.render import hand_render, shading
+from tests.methods.batches import clip_batch
 
 SIZE = 32
 K = jnp.asarray([[60.0, 0, 15.5], [0, 60.0, 15.5], [0, 0, 1]])
@@ -221,10 +223,10 @@ def test_labels_of_unlabelled_images_are_never_read(method):
 
 def test_labelled_mask_is_a_fixed_share():
   ids = jnp.arange(20000)
-  sel = np.asarray(cl.labelled_mask(ids, 0.25, seed=3))
+  sel = np.asarray(subsets.labelled_mask(ids, 0.25, seed=3))
   assert abs(sel.mean() - 0.25) < 0.02
-  np.testing.assert_array_equal(sel, np.asarray(cl.labelled_mask(ids, 0.25, seed=3)))
-  assert (sel != np.asarray(cl.labelled_mask(ids, 0.25, seed=4))).any()
+  np.testing.assert_array_equal(sel, np.asarray(subsets.labelled_mask(ids, 0.25, seed=3)))
+  assert (sel != np.asarray(subsets.labelled_mask(ids, 0.25, seed=4))).any()
 
 
 def test_palm_angle_known_answers():
@@ -281,39 +283,13 @@ def test_uv_texture_without_uvs_is_refused_with_the_fix(tmp_path):
   assert cyclehand.CycleHand(config).face_uv.shape[-2:] == (3, 2)
 
 
-def _clip_batch(views=2, size=32):
-  """A synthetic clip's views as single images with their ground truth, as the pipeline
-  (`data.single_view`, `pose_labels`) delivers them (no crop: the rendered frames)."""
-  from handflow.data import pipeline, synthetic
-
-  clip = synthetic.generate_clip((0, 9, 1), synthetic.SceneConfig(frames=1, views=views,
-                                                                   image_size=size))  # fmt: skip
-  v = views
-  img = (clip["images"][0].astype(np.float32) / 255.0 - pipeline.IMAGE_MEAN) / pipeline.IMAGE_STD
-  rep = lambda x: jnp.asarray(np.repeat(x[None], v, 0))
-  return {
-    "images": jnp.asarray(img[:, None, None]),
-    "K": jnp.asarray(clip["K"][0][:, None, None]),
-    "T_cam_world": jnp.asarray(clip["T_cam_world"][0][:, None, None]),
-    "xyz": rep(clip["xyz"]),
-    "uv": jnp.asarray(clip["uv"][0][:, None, None]),
-    "hand_pose": rep(clip["hand_pose"]),
-    "global_orient": rep(clip["global_orient"]),
-    "betas": rep(clip["betas"]),
-    "transl": rep(clip["transl"]),
-    "hand_mask": jnp.asarray(clip["hand_mask"][0][:, None, None], jnp.float32),
-    "image_id": jnp.arange(v),
-    "mask": jnp.ones((v,)),
-  }
-
-
 def test_the_ground_truth_as_prediction_places_the_labelled_hand_exactly(method):
   """The data's pose, shape and root as the network's output: every keypoint lands on the
   labels (camera frame, 2D) and the supervised and cycle losses are 0."""
-  batch = _clip_batch()
+  batch = clip_batch()
   n, size = batch["images"].shape[0], batch["images"].shape[-2]
-  R = method._gt_rotations(batch)
-  gt = method._gt_cam(batch)
+  R = single_image.gt_rotations(batch)
+  gt = single_image.gt_cam(batch)
   K = batch["K"].reshape(n, 3, 3)
   from handflow.geometry import cameras
 
@@ -323,7 +299,7 @@ def test_the_ground_truth_as_prediction_places_the_labelled_hand_exactly(method)
   camera = jnp.stack(
     [jnp.log(jnp.expm1(0.2 * scale)) - c0, *((uv_root[:, 0] + 0.5).T / size - 0.5)], -1
   )
-  betas = cyclehand.BETA_MAX * jnp.arctanh(batch["betas"] / cyclehand.BETA_MAX)
+  betas = single_image.BETA_MAX * jnp.arctanh(batch["betas"] / single_image.BETA_MAX)
   net = _net_output(n, jax.random.key(0), method.model)
   net = net.__class__(**{**net.__dict__, "mano": mano_head.ManoParams(
     rotations.matrix_to_rot6d(R) - mano_head.IDENTITY_6D, betas, camera)})  # fmt: skip
@@ -343,7 +319,7 @@ def test_the_ground_truth_as_prediction_places_the_labelled_hand_exactly(method)
 def test_silhouette_loss_prefers_the_true_hand(method):
   """The soft render of the data's own hand overlaps the dataset's hand mask (soft IoU loss
   < 0.25), the same hand shifted by 2 cm does not."""
-  batch = _clip_batch(size=64)
+  batch = clip_batch(size=64)
   n, size = batch["images"].shape[0], batch["images"].shape[-2]
   from handflow.data import pipeline
 
@@ -378,7 +354,7 @@ def test_tiny_config_lowers_its_loss_in_a_few_steps(method):
   fixed key: 12 Adam steps lower the loss, and every gradient stays finite."""
   import optax
 
-  batch = _clip_batch(views=4)
+  batch = clip_batch(views=4)
   params, extra = method.init(jax.random.key(0), batch)
   opt = optax.adam(3e-3)
   state = opt.init(params)
