@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 
 import jax
-import numpy as np
 from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
@@ -105,18 +104,12 @@ def plot_png(results: dict) -> bytes:
   """Heads study: test MPJPE per level, one line per head, error bars = bootstrap CI."""
   from handflow.viz import figures
 
-  plt, (fig, ax) = figures._figure(figsize=(6, 3.5))
   levels = list(next(iter(results.values())))
-  for h, per_level in results.items():
-    cis = [bootstrap_ci([r["hanco/MPJPE"] for r in per_level[lv].values()]) for lv in levels]
-    m = np.array([c[0] for c in cis])
-    err = np.array([[c[0] - c[1] for c in cis], [c[2] - c[0] for c in cis]])
-    ax.errorbar(range(len(levels)), m, yerr=err, marker="o", capsize=3, label=h)
-  ax.set_xticks(range(len(levels)), levels)
-  ax.set_xlabel("pseudo-labels")
-  ax.set_ylabel("test MPJPE (HanCo protocol, mm)")
-  ax.legend()
-  return figures._png(plt, fig)
+  series = {
+    h: [bootstrap_ci([r["hanco/MPJPE"] for r in per_level[lv].values()]) for lv in levels]
+    for h, per_level in results.items()
+  }
+  return figures.ci_lines_png(levels, series, "pseudo-labels", "test MPJPE (HanCo protocol, mm)")
 
 
 def _real_available(config) -> bool:

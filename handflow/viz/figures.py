@@ -125,3 +125,20 @@ def image_grid_png(columns: list[tuple[str, np.ndarray]], title: str = "") -> by
   if title:
     fig.suptitle(title, fontsize=9)
   return _png(plt, fig)
+
+
+def ci_lines_png(x_labels, series: dict, xlabel: str, ylabel: str, title: str = "") -> bytes:
+  """One line per series {name: [(mean, lo, hi) per x]} with its interval as error bars (claim
+  experiments: a metric per setting, mean and bootstrap CI over seeds)."""
+  plt, (fig, ax) = _figure(figsize=(6, 3.5))
+  for name, cis in series.items():
+    cis = np.asarray(cis, np.float64).reshape(-1, 3)
+    err = np.stack([cis[:, 0] - cis[:, 1], cis[:, 2] - cis[:, 0]])
+    ax.errorbar(range(len(cis)), cis[:, 0], yerr=err, marker="o", capsize=3, label=name)
+  ax.set_xticks(range(len(x_labels)), list(x_labels))
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  if title:
+    ax.set_title(title)
+  ax.legend(fontsize=8)
+  return _png(plt, fig)
