@@ -16,37 +16,12 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from handflow import hand
 from handflow.bench import common
-from handflow.hand import conventions
 from handflow.methods import cyclehand
 from handflow.render import hand_render
-
-
-def synthetic_batch(config, model, n: int, size: int, seed: int = 0) -> dict:
-  """n random images with a plausible hand 0.4 m in front of the camera."""
-  rng = np.random.default_rng(seed)
-  out = hand.forward(model, jnp.asarray(rng.normal(0, 0.2, (n, 45)), jnp.float32))
-  kp = np.asarray(conventions.keypoints(model, out.vertices, out.joints, "openpose"))
-  f = size * 0.4 / 0.25
-  K = np.array([[f, 0, (size - 1) / 2], [0, f, (size - 1) / 2], [0, 0, 1]], np.float32)
-  xyz = kp - kp.mean(1, keepdims=True) + np.array([0, 0, 0.4])
-  uv = xyz[..., :2] / xyz[..., 2:] * f + (size - 1) / 2
-  return {
-    "images": jnp.asarray(rng.normal(size=(n, 1, 1, size, size, 3)), jnp.float32),
-    "K": jnp.broadcast_to(jnp.asarray(K), (n, 1, 1, 3, 3)),
-    "T_cam_world": jnp.broadcast_to(jnp.eye(4), (n, 1, 1, 4, 4)),
-    "xyz": jnp.asarray(xyz[:, None], jnp.float32),
-    "uv": jnp.asarray(uv[:, None, None], jnp.float32),
-    "hand_mask": jnp.asarray(rng.uniform(size=(n, 1, 1, size, size)) > 0.5, jnp.float32),
-    "image_id": jnp.arange(n),
-    "mask": jnp.ones((n,)),
-  }
-
 
 CONFIG = config_flags.DEFINE_config_file("config", "configs/cyclehand.py", "Experiment config.")
 OUT = flags.DEFINE_string("out", None, "JSON output path.")
@@ -58,7 +33,7 @@ def main(argv):
   method = cyclehand.CycleHand(config)
   size = int(config.data.crop_size or config.data.image_size)
   n = int(config.batch_size)
-  batch = synthetic_batch(config, method.model, n, size)
+  batch = common.single_image_batch(config, method.model, n, size)
   params, extra = method.init(jax.random.key(0), batch)
   step = jax.jit(
     jax.value_and_grad(

@@ -40,11 +40,12 @@ _OUT = flags.DEFINE_string("out", None, "JSON path (default bench_results/handmi
 
 def _batch(config, n):
   """n random images with a plausible hand and its keypoints (no mesh: no vertex term)."""
-  from handflow.bench.cyclehand import synthetic_batch
   from handflow.hand import loader
 
   size = config.data.crop_size or config.data.image_size
-  return synthetic_batch(config, loader.load(config.hand.model, config.hand.side), n, size)
+  return common.single_image_batch(
+    config, loader.load(config.hand.model, config.hand.side), n, size
+  )
 
 
 def _step_row(name, config, batch):
