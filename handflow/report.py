@@ -103,6 +103,12 @@ def _viewpoint_table(view, trained, untrained) -> list[str]:
 
 def tables(title, evals, trained: dict, untrained: dict, labels: dict) -> str:
   lines = []
+  if not evals:
+    lines += [
+      "No test metric: this method predicts no hand (config.evaluators is empty). A pre-training"
+      " run is scored by the fine-tuning it initialises (`handflow.stages`' comparison).",
+      "",
+    ]
   pose, cols = _pose_columns(evals)
   if pose is not None:
     rows = [(f"{title}, trained", trained, ""), (f"{title}, untrained", untrained, "")]

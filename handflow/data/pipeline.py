@@ -229,11 +229,15 @@ def _example_fn(config, split, train, seed):
         if config.data.get("pose_labels", False):  # the parameters themselves (CycleHand)
           out.update({k: ex[k] for k in MANO_KEYS})
           out["betas"] = tf.ensure_shape(ex["betas"], [_synthetic_hand().num_betas])
-        verts = tf.numpy_function(
-          _synthetic_vertices, [ex[k] for k in MANO_KEYS], tf.float32, stateful=False
-        )
-        out["verts"] = tf.ensure_shape(verts, [t, _synthetic_hand().num_vertices, 3])
-        out["has_verts"] = tf.ones([t], tf.bool)
+        # Training batches with the parameters leave the mesh to the method (on device:
+        # `methods.single_image.gt_vertices`); a hand forward pass here is a host JAX call that
+        # waits for the training step on the same device.
+        if not (train and config.data.get("pose_labels", False)):
+          verts = tf.numpy_function(
+            _synthetic_vertices, [ex[k] for k in MANO_KEYS], tf.float32, stateful=False
+          )
+          out["verts"] = tf.ensure_shape(verts, [t, _synthetic_hand().num_vertices, 3])
+          out["has_verts"] = tf.ones([t], tf.bool)
     return out
 
   return fn
@@ -273,10 +277,13 @@ def _labelled_filter(config, t: int):
   seed, n = int(config.data.get("seed", 0)), t * config.data.views
   pick = lambda ids: subsets.labelled_mask(ids, frac, seed)
 
+  # Plain TF ops: no AutoGraph conversion (it re-reads this file's source at run time).
+  @tf.autograph.experimental.do_not_convert
   def clip(ex):
     ids = tf.cast(ex["clip_id"], tf.int64) * n + tf.range(n, dtype=tf.int64)
     return tf.reduce_any(tf.numpy_function(pick, [ids], tf.bool, stateful=False))
 
+  @tf.autograph.experimental.do_not_convert
   def image(ex):
     one = tf.numpy_function(pick, [tf.reshape(ex["image_id"], [1])], tf.bool, stateful=False)
     return tf.reshape(one, [])

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from handflow import hand
 from handflow.data import subsets
 from handflow.geometry import cameras, viewpoint
 from handflow.hand import rotations
@@ -109,6 +110,26 @@ def gt_rotations(batch):
   return jnp.concatenate([(R_cw @ glob)[:, None], local], 1)
 
 
+def gt_vertices(model, batch):
+  """Ground-truth vertices [n, v, 3] in the camera frame: the dataset's meshes (`verts`), or
+  the model's forward pass on the data's own parameters (`data.pose_labels` on synthetic
+  data, whose hand is the model); None when the batch has neither."""
+  if "verts" in batch:
+    return gt_cam(batch, "verts")
+  if "hand_pose" not in batch or model.is_mano_topology:
+    return None
+  n = batch["images"].shape[0]
+  out = hand.forward(
+    model,
+    batch["hand_pose"].reshape(n, -1),
+    batch["betas"].reshape(n, -1),
+    global_orient=batch["global_orient"].reshape(n, 3),
+    transl=batch["transl"].reshape(n, 3),
+  )
+  T = batch["T_cam_world"].reshape(n, 4, 4)
+  return cameras.transform(T, out.vertices)
+
+
 def labelled(batch, fraction: float, seed: int, cone: float = 0.0, side: str = "right"):
   """[n] float: the images whose labels a loss may read (and real, not padding): a fixed share
   `fraction` by a hash of `image_id`, within `cone` degrees of the palm's normal when > 0."""
@@ -131,13 +152,13 @@ def supervised_terms(model, h: Placed, K, size: int, batch, names=SUPERVISED_TER
   if "sup2d" in names:
     uv, _ = cameras.project(K, h.joints)
     out["sup2d"] = jnp.mean(losses.smooth_l1((uv - batch["uv"].reshape(n, 21, 2)) / size), -1)
-  if "sup_verts" in names and "verts" in batch and batch["verts"].shape[-2] == h.verts.shape[1]:
-    gt_v = gt_cam(batch, "verts")
+  own = "hand_pose" in batch and not model.is_mano_topology
+  gt_v = gt_vertices(model, batch) if "sup_verts" in names else None
+  if gt_v is not None and gt_v.shape[1] == h.verts.shape[1]:
     rel = lambda v, j: v - j[:, :1]
     err = jnp.mean(jnp.linalg.norm(rel(h.verts, h.joints) - rel(gt_v, gt_cam(batch)), axis=-1), -1)
     has = batch["has_verts"].reshape(n).astype(err.dtype) if "has_verts" in batch else 1.0
     out["sup_verts"] = err / cl.CM * has
-  own = "hand_pose" in batch and not model.is_mano_topology
   if "sup_pose" in names and own:
     out["sup_pose"] = jnp.mean(cl.rotation_l2(h.R, gt_rotations(batch)), -1)
   if "sup_shape" in names and own:

@@ -103,7 +103,8 @@ def curve_png(rows: list[dict], final: dict, curves, reference=None) -> bytes:
   if reference is not None and final.get(reference[0]) is not None:
     axes[1].axhline(final[reference[0]], color="k", ls="--", lw=1, label=reference[1])
   axes[1].set_xlabel("step")
-  axes[1].legend(fontsize=7)
+  if axes[1].get_legend_handles_labels()[0]:
+    axes[1].legend(fontsize=7)
   axes[1].set_title("validation split during training", fontsize=9)
   return _png(plt, fig)
 

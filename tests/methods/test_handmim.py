@@ -268,3 +268,11 @@ def test_invalid_pretraining_config_names_the_key(config, key, value, match):
   cfg[group][name] = value
   with pytest.raises(ValueError, match=match):
     handmim_pretrain.HandMIMPretrain(cfg)
+
+
+def test_ground_truth_vertices_from_the_data_parameters_match_the_stored_meshes(fine, batch):
+  """Training batches with `data.pose_labels` carry no meshes: the method derives them on
+  device, and they equal the meshes the pipeline stores for evaluation."""
+  stored = single_image.gt_vertices(fine.model, batch)
+  derived = single_image.gt_vertices(fine.model, {k: v for k, v in batch.items() if k != "verts"})
+  np.testing.assert_allclose(derived, stored, atol=1e-5)
