@@ -62,6 +62,7 @@ def get_config(arg=None):
   c.loss = ml_collections.ConfigDict(
     {
       "sup3d": 1.0,  # root-relative 3D keypoints, cm (labelled images)
+      "sup_root": 0.1,  # the root's camera-frame position, cm (pins the depth)
       "sup2d": 1.0,  # 2D keypoints, smooth L1 in crop units
       "sup_pose": 1.0,  # joint rotations (squared Frobenius), when the model is the data's
       "sup_shape": 1.0,

@@ -254,9 +254,12 @@ def write(
   workdir = epath.Path(workdir)
   predict_fn = jax.jit(method.predict)  # the conformal radii and the overlay share it
   collected = []
-  results, batch = score_once(
-    stats_fn, {"trained": trained, "untrained": untrained}, test_batches(), mesh, collected
-  )
+  if evals:
+    results, batch = score_once(
+      stats_fn, {"trained": trained, "untrained": untrained}, test_batches(), mesh, collected
+    )
+  else:  # nothing to score (pre-training): no pass over the test split
+    results, batch = {"trained": {}, "untrained": {}}, None
   if any(k.startswith("calib/3d_") for k in results["trained"]):
     c = conformal(predict_fn, evals, trained, calib_batches, test_batches, mesh)
     results["trained"].update(c)
@@ -278,10 +281,10 @@ def write(
   _write(workdir / "results.json", json.dumps(results, indent=1, sort_keys=True).encode())
   _write(workdir / "results.md", text.encode())
   print(text)
-  if hasattr(method, "figures"):  # the method's own figures (CycleHand: its cycle)
+  if batch is not None and hasattr(method, "figures"):  # the method's own (CycleHand: cycle)
     for name, png in method.figures(*trained, batch).items():
       _write(workdir / name, png)
-  pred = jax.device_get(predict_fn(*trained, batch))
+  pred = jax.device_get(predict_fn(*trained, batch)) if batch is not None else {}
   if "vertices" in pred:
     batch = jax.device_get(batch)
     caption = f"{title}: test clip 0, frame 0"

@@ -56,7 +56,7 @@ from handflow.render import hand_render
 TEXTURES = ("uv", "vertex")
 SELF_TERMS = ("photo", "silhouette", "cycle", "cycle_photo", "contrastive")
 LOSS_TERMS = (
-  *SELF_TERMS, "sup3d", "sup2d", "sup_pose", "sup_shape", "limits", "penetration", "shape", "kl",
+  *SELF_TERMS, *single_image.SUPERVISED_TERMS, "limits", "penetration", "shape", "kl",
 )  # fmt: skip
 SKIN_TONE = np.array([0.8, 0.6, 0.5], np.float32)
 

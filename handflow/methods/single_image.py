@@ -35,7 +35,7 @@ from handflow.models import mano_head
 # otherwise shrinks or stretches the hand to extreme shapes to hedge.
 BETA_MAX = 3.0
 DEPTH_RANGE_M = (0.05, 5.0)  # the root's camera depth
-SUPERVISED_TERMS = ("sup3d", "sup2d", "sup_verts", "sup_pose", "sup_shape")
+SUPERVISED_TERMS = ("sup3d", "sup_root", "sup2d", "sup_verts", "sup_pose", "sup_shape")
 
 
 def bounded_betas(raw):
@@ -142,13 +142,18 @@ def labelled(batch, fraction: float, seed: int, cone: float = 0.0, side: str = "
 
 def supervised_terms(model, h: Placed, K, size: int, batch, names=SUPERVISED_TERMS) -> dict:
   """{name: [n]} for the `names` the batch can supervise: "sup3d" root-relative keypoints (cm,
-  L1), "sup2d" keypoints in the image (smooth L1, crop units), "sup_verts" root-relative vertices
-  (cm, L1; when the dataset's meshes have the model's vertices), "sup_pose" joint rotations
-  (squared Frobenius) and "sup_shape" (when the data carries the model's own parameters)."""
+  L1), "sup_root" the root's camera-frame position (cm, L1), "sup2d" keypoints in the image
+  (smooth L1, crop units), "sup_verts" root-relative vertices (cm, L1; the dataset's meshes or
+  the model on the data's parameters), "sup_pose" joint rotations (squared Frobenius) and
+  "sup_shape" (when the data carries the model's own parameters)."""
   n = h.joints.shape[0]
   out = {}
   if "sup3d" in names:
     out["sup3d"] = cl.joint_l1_cm(h.joints, gt_cam(batch))
+  if "sup_root" in names:
+    # Without it nothing pins the depth: the 2D term alone is lowest, while the pose is still
+    # wrong, for a hand shrunk to a dot far away (and the shape pushed to its bound).
+    out["sup_root"] = jnp.sum(jnp.abs(h.root - gt_cam(batch)[:, 0]), -1) / cl.CM
   if "sup2d" in names:
     uv, _ = cameras.project(K, h.joints)
     out["sup2d"] = jnp.mean(losses.smooth_l1((uv - batch["uv"].reshape(n, 21, 2)) / size), -1)

@@ -169,9 +169,10 @@ def test_soft_render_is_differentiable_in_pose_camera_light_and_texture(method):
     return jnp.mean((rgb - target) ** 2) + jnp.mean(sil)
 
   params = (net.mano.rot6d_delta, net.mano.camera, net.tex_offset, jnp.asarray(0.4))
-  for g in jax.tree.leaves(jax.grad(lambda p: loss(p, sigma=0.2))(params)):  # training's
+  for g in jax.tree.leaves(jax.jit(jax.grad(lambda p: loss(p, sigma=0.2)))(params)):  # training's
     assert np.all(np.isfinite(g)) and np.abs(g).sum() > 0
-  grads = jax.grad(loss)(params)
+  grads = jax.jit(jax.grad(loss))(params)
+  loss_at = jax.jit(loss)
   # Central differences on a few scalars: the wrist's rotation, the camera's x, one offset
   # texel, the ambient light (at sigma 0.5 px^2: softer edges make the finite differences of
   # a 32 px render smooth enough to compare).
@@ -182,7 +183,7 @@ def test_soft_render_is_differentiable_in_pose_camera_light_and_texture(method):
     def at(delta, leaf=leaf, idx=idx):
       p = list(params)
       p[leaf] = p[leaf].at[idx].add(delta)
-      return float(loss(tuple(p)))
+      return float(loss_at(tuple(p)))
 
     fd = (at(eps) - at(-eps)) / (2 * eps)
     an = float(grads[leaf][idx])
@@ -208,7 +209,7 @@ def test_labels_of_unlabelled_images_are_never_read(method):
     "image_id": jnp.arange(n),
     "mask": jnp.ones((n,)),
   }
-  params, extra = method.init(jax.random.key(0), batch)
+  params, extra = jax.jit(method.init)(jax.random.key(0), batch)
   lab = np.asarray(method.labelled(batch))
   assert 0 < lab.sum() < n  # tiny: half the images
 
@@ -216,7 +217,7 @@ def test_labels_of_unlabelled_images_are_never_read(method):
     b = dict(batch, xyz=xyz, uv=uv)
     return method.loss_fn(params, extra, b, jax.random.key(1), 10)[0]
 
-  gx, gu = jax.grad(loss, argnums=(0, 1))(batch["xyz"], batch["uv"])
+  gx, gu = jax.jit(jax.grad(loss, argnums=(0, 1)))(batch["xyz"], batch["uv"])
   assert np.all(np.asarray(gx)[lab == 0] == 0) and np.all(np.asarray(gu)[lab == 0] == 0)
   assert np.abs(np.asarray(gx)[lab == 1]).sum() > 0
 
@@ -355,7 +356,7 @@ def test_tiny_config_lowers_its_loss_in_a_few_steps(method):
   import optax
 
   batch = clip_batch(views=4)
-  params, extra = method.init(jax.random.key(0), batch)
+  params, extra = jax.jit(method.init)(jax.random.key(0), batch)
   opt = optax.adam(3e-3)
   state = opt.init(params)
 

@@ -36,6 +36,16 @@ def batch():
   return clip_batch(views=4, size=SIZE)
 
 
+@pytest.fixture(scope="module")
+def pre_state(pre, batch):
+  return jax.jit(pre.init)(jax.random.key(0), batch)
+
+
+@pytest.fixture(scope="module")
+def fine_params(fine, batch):
+  return jax.jit(fine.init)(jax.random.key(1), batch)[0]
+
+
 # --- masks and views -------------------------------------------------------------------------
 
 
@@ -73,7 +83,7 @@ def test_warp_and_its_affine_agree_on_where_a_point_goes():
 # --- losses and schedules --------------------------------------------------------------------
 
 
-def test_distillation_cross_entropy_and_centering_by_hand(pre, batch):
+def test_distillation_cross_entropy_and_centering_by_hand(pre, batch, pre_state):
   t = np.array([[1.0, 2.0, 0.0]])
   s = np.array([[0.5, -1.0, 2.0]])
   c = np.array([0.5, 0.0, -0.5])
@@ -83,8 +93,8 @@ def test_distillation_cross_entropy_and_centering_by_hand(pre, batch):
   expect = -np.sum(p * logq)
   np.testing.assert_allclose(ml.distillation_ce(t, s, c, 0.5, 0.1), [expect], rtol=1e-5)
   # Centering: the new centre is 0.9 c + 0.1 (the batch mean of the teacher's logits).
-  params, extra = pre.init(jax.random.key(0), batch)
-  _, (_, aux) = pre.loss_fn(params, extra, batch, jax.random.key(1), 0)
+  params, extra = pre_state
+  _, (_, aux) = jax.jit(pre.loss_fn)(params, extra, batch, jax.random.key(1), 0)
   views, _ = pre.views(pre._images(batch), jax.random.split(jax.random.key(1), 3)[0])
   logits = pre.net.apply(extra["teacher"], views, None)["cls_logits"]
   np.testing.assert_allclose(aux["cls_mean"], np.mean(logits, 0), atol=1e-5)
@@ -103,8 +113,8 @@ def test_ema_matches_its_formula_and_the_schedules_their_end_points():
   assert float(ml.teacher_temperature(99, 10, 0.04, 0.07)) == pytest.approx(0.07)
 
 
-def test_the_teacher_follows_the_student_by_the_scheduled_momentum(pre, batch):
-  params, extra = pre.init(jax.random.key(0), batch)
+def test_the_teacher_follows_the_student_by_the_scheduled_momentum(pre, pre_state):
+  params, extra = pre_state
   moved = jax.tree.map(lambda x: x + 1.0, params)
   aux = {"cls_mean": jnp.zeros_like(extra["center_cls"]), "patch_mean": extra["center_patch"]}
   new = pre.update_extra(extra, moved, aux, 0)
@@ -165,12 +175,12 @@ def test_mesh_aligned_features_follow_the_projected_vertices(fine, batch):
   np.testing.assert_allclose(uv * SIZE - 0.5, expect, atol=0.05)
 
 
-def test_pretraining_initialises_fine_tuning(pre, fine, batch, tmp_path):
+def test_pretraining_initialises_fine_tuning(pre_state, fine, fine_params, batch):
   """The teacher's ViT is loaded (every backbone leaf, value for value), the PyMAF head is
   fresh, the pre-training heads unused; another crop size resamples the position embeddings;
   another ViT size is refused in one line naming both."""
-  _, extra = pre.init(jax.random.key(0), batch)
-  params, _ = fine.init(jax.random.key(1), batch)
+  _, extra = pre_state
+  params = fine_params
   teacher = jax.device_get(extra["teacher"])
   new, report = fine.load_pretrained(jax.device_get(params), teacher, {"workdir": "PT"})
   assert report.loaded and all("/backbone/" in p for p in report.loaded)
@@ -183,14 +193,14 @@ def test_pretraining_initialises_fine_tuning(pre, fine, batch, tmp_path):
   cfg = stages.stage_config(handmim_config.get_config("tiny"), "finetune", "/tmp/x")
   cfg.data.crop_size = 48
   other = handmim.HandMIM(cfg)
-  p48, _ = other.init(jax.random.key(1), clip_batch(views=2, size=48))
+  p48, _ = jax.jit(other.init)(jax.random.key(1), clip_batch(views=2, size=48))
   new48, _ = other.load_pretrained(jax.device_get(p48), teacher, {"workdir": "PT"})
   assert new48["params"]["backbone"]["pos_embedding"].shape == (1, 37, 32)
   # Another backbone size.
   cfg = stages.stage_config(handmim_config.get_config("tiny"), "finetune", "/tmp/x")
   cfg.model.width, cfg.model.heads = 64, 4
   wide = handmim.HandMIM(cfg)
-  pw, _ = wide.init(jax.random.key(1), batch)
+  pw, _ = jax.jit(wide.init)(jax.random.key(1), batch)
   with pytest.raises(finetune.FinetuneError) as e:
     wide.load_pretrained(jax.device_get(pw), teacher, {"workdir": "PT"})
   msg = str(e.value)
@@ -203,11 +213,11 @@ def test_fine_tuning_from_a_workdir_without_a_checkpoint_is_refused(fine, tmp_pa
     train.load_pretrained(cfg, fine, {})
 
 
-def test_layer_decay_scales_the_vit_blocks(fine, batch, config):
+def test_layer_decay_scales_the_vit_blocks(fine, fine_params, config):
   from handflow import optim
 
   cfg = stages.stage_config(config, "finetune", "/tmp/x")
-  params, _ = fine.init(jax.random.key(0), batch)
+  params = fine_params
   _, mults, _, _ = optim.leaf_groups(cfg.optim, params, fine.param_labels(params))
   m = finetune.flatten(mults)
   r = cfg.optim.layer_decay.rate
@@ -221,7 +231,7 @@ def test_layer_decay_scales_the_vit_blocks(fine, batch, config):
 
 
 def _descend(method, batch, steps, lr):
-  params, extra = method.init(jax.random.key(0), batch)
+  params, extra = jax.jit(method.init)(jax.random.key(0), batch)
   opt = optax.adam(lr)
   state = opt.init(params)
 
