@@ -113,22 +113,6 @@ def test_bad_input_gets_one_line(tmp_path, args, match):
   assert match.replace("W/", f"{tmp_path / 'w'}/") in _error_line(r)
 
 
-def test_a_method_that_exists_trains_end_to_end(tmp_path):
-  wd = tmp_path / "wd"
-  r = _main(
-    "--config=configs/keypoints2d.py:tiny",
-    f"--workdir={wd}",
-    f"--config.data.data_dir={tmp_path / 'tfds'}",
-    "--config.num_steps=6",
-    "--config.checkpoint.every=3",
-  )
-  assert r.returncode == 0, r.stderr[-3000:]
-  assert "trained keypoints2d for 6 steps" in r.stdout
-  rows = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
-  assert rows[-1]["step"] == 6 and "eval/uv_err_px" in rows[-1]
-  assert sorted(p.name for p in (wd / "checkpoints").iterdir() if p.name.isdigit()) == ["3", "6"]
-
-
 def test_tiny_cyclehand_trains_reports_evaluates_and_predicts(tmp_path):
   wd = tmp_path / "wd"
   r = _main(
