@@ -40,6 +40,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import jax
+import numpy as np
 
 from handflow import finetune
 
@@ -75,3 +76,20 @@ class MethodBase:
 
   def load_pretrained(self, params, restored, cfg):
     return finetune.load(params, restored, cfg)
+
+
+def loss_weights(loss_cfg, terms, error=ValueError) -> dict:
+  """{term: weight} of `terms` from `config.loss` (absent: 0); a negative or non-finite weight
+  raises `error` naming the key."""
+  weights = {k: float(loss_cfg.get(k, 0.0)) for k in terms}
+  for k, w in weights.items():
+    if not (np.isfinite(w) and w >= 0):
+      raise error(f"config loss.{k}: {w}: a weight must be finite and >= 0")
+  return weights
+
+
+def backbone_head_labels(params) -> dict:
+  """ "backbone" for every leaf under a "backbone" module, "head" for the rest (optimiser
+  groups of a pre-trained encoder and its new heads)."""
+  return {c: {k: jax.tree.map(lambda _, k=k: "backbone" if k == "backbone" else "head", v)
+              for k, v in tree.items()} for c, tree in params.items()}  # fmt: skip

@@ -113,9 +113,7 @@ class CycleHand(base.MethodBase):
         f"config texture='uv': hand model '{config.hand.model}' has no texture coordinates "
         "(MANO ships none); set --config.texture=vertex (per-vertex colour)"
       )
-    self.weights = {k: float(lo.get(k, 0.0)) for k in LOSS_TERMS}
-    for k, w in self.weights.items():
-      _check(np.isfinite(w) and w >= 0, f"loss.{k}", f"{w}: a weight must be finite and >= 0")
+    self.weights = base.loss_weights(lo, LOSS_TERMS, ConfigError)
     self.max_angle = float(np.radians(config.cycle.max_angle))
     _check(
       0 < config.cycle.max_angle <= 180,
@@ -211,13 +209,7 @@ class CycleHand(base.MethodBase):
   # --- the interface -----------------------------------------------------------------------
 
   def init(self, rng, batch):
-    if self.labelled_fraction > 0 and "xyz" not in batch:
-      raise ConfigError(
-        "config data.labelled_fraction > 0 but the training batches carry no ground truth: "
-        "CycleHand needs config.data.supervised=True (only the labelled subset is read)"
-      )
-    if "image_id" not in batch:
-      raise ConfigError("CycleHand reads single images: set config.data.single_view=True")
+    single_image.check_batch(batch, "CycleHand", self.labelled_fraction > 0, ConfigError)
     img = self._images(batch)[:1]
     return self.net.init({"params": rng, "texture": rng}, img), {}
 

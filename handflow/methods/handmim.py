@@ -58,24 +58,21 @@ class HandMIM(base.MethodBase):
     self.side = config.hand.side
     self.convention = config.hand.convention
     self.size = int(d.crop_size or d.image_size)
-    self.net = pymaf.HandMeshNet(
-      self.vit_cfg,
+    head = dict(
       num_betas=self.model.num_betas,
-      drop_path=float(m.drop_path),
       deconv=tuple(int(c) for c in m.deconv),
       point_mlp=tuple(int(c) for c in m.point_mlp),
       grid_points=int(m.grid_points),
       hidden=int(m.hidden),
       iterations=int(m.iterations),
     )
+    self.net = pymaf.HandMeshNet(self.vit_cfg, head, drop_path=float(m.drop_path))
     check(int(m.iterations) >= 1, "model.iterations", "at least 1")
     n_v = self.model.num_vertices
     k = int(m.vertex_points)
     check(0 < k <= n_v, "model.vertex_points", f"{k}: between 1 and the model's {n_v} vertices")
     self.vertex_ids = np.round(np.linspace(0, n_v - 1, k)).astype(np.int32)
-    self.weights = {k: float(lo.get(k, 0.0)) for k in LOSS_TERMS}
-    for k, w in self.weights.items():
-      check(np.isfinite(w) and w >= 0, f"loss.{k}", f"{w}: a weight must be finite and >= 0")
+    self.weights = base.loss_weights(lo, LOSS_TERMS, ConfigError)
     self.labelled_fraction = float(d.get("labelled_fraction", 1.0))
     check(0 < self.labelled_fraction <= 1, "data.labelled_fraction", "a share in (0, 1]")
     self.label_seed = int(d.get("seed", 0))
@@ -111,21 +108,14 @@ class HandMIM(base.MethodBase):
   # --- the interface -----------------------------------------------------------------------
 
   def init(self, rng, batch):
-    if "xyz" not in batch:
-      raise ConfigError(
-        "HandMIM fine-tuning reads labels but the training batches carry none: set "
-        "config.data.supervised=True (only the labelled subset is read)"
-      )
-    if "image_id" not in batch:
-      raise ConfigError("HandMIM reads single images: set config.data.single_view=True")
+    single_image.check_batch(batch, "HandMIM fine-tuning", True, ConfigError)
     img = self._images(batch)[:1]
     K = self._K(batch)[:1]
     return self.net.init({"params": rng, "dropout": rng}, img, self._project(K)), {}
 
   def param_labels(self, params):
-    """ "backbone" for the ViT, "head" for the PyMAF head."""
-    return {c: {k: jax.tree.map(lambda _, k=k: "backbone" if k == "backbone" else "head", v)
-                for k, v in tree.items()} for c, tree in params.items()}  # fmt: skip
+    """ "backbone" for the ViT, "head" for the rest."""
+    return base.backbone_head_labels(params)
 
   def load_pretrained(self, params, restored, cfg):
     """A pre-training run's tree into this model: the ViT must have the same width, depth and

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from handflow.methods import base, losses
+from handflow.methods import base, losses, single_image
 from handflow.methods import mim_losses as ml
 from handflow.models import mim_net, vit
 
@@ -81,9 +81,7 @@ class HandMIMPretrain(base.MethodBase):
       keypoints=int(m.keypoints),
       pixel_depths=depths,
     )
-    self.weights = {k: float(lo.get(k, 0.0)) for k in LOSS_TERMS}
-    for k, w in self.weights.items():
-      check(np.isfinite(w) and w >= 0, f"loss.{k}", f"{w}: a weight must be finite and >= 0")
+    self.weights = base.loss_weights(lo, LOSS_TERMS, ConfigError)
     check(not self.weights["pixels"] or depths, "model.pixel_depths",
           "empty, but loss.pixels > 0 needs at least one depth")  # fmt: skip
     self.ratio = tuple(float(r) for r in mim.mask_ratio)
@@ -115,8 +113,7 @@ class HandMIMPretrain(base.MethodBase):
     return img.reshape((n,) + img.shape[-3:])
 
   def init(self, rng, batch):
-    if "image_id" not in batch:
-      raise ConfigError("HandMIM reads single images: set config.data.single_view=True")
+    single_image.check_batch(batch, "HandMIM pre-training", False, ConfigError)
     img = self._images(batch)[:1]
     k = self.net.init({"params": rng, "dropout": rng}, img, jnp.zeros((1, self.grid**2), bool))
     prototypes = self.net.prototypes
@@ -129,8 +126,7 @@ class HandMIMPretrain(base.MethodBase):
 
   def param_labels(self, params):
     """ "backbone" for the ViT, "head" for the rest."""
-    return {c: {k: jax.tree.map(lambda _, k=k: "backbone" if k == "backbone" else "head", v)
-                for k, v in tree.items()} for c, tree in params.items()}  # fmt: skip
+    return base.backbone_head_labels(params)
 
   def views(self, images, key):
     """(views [2n, s, s, 3]: view 1 of every image then view 2, A [2n, 2, 3] their maps)."""

@@ -38,6 +38,18 @@ DEPTH_RANGE_M = (0.05, 5.0)  # the root's camera depth
 SUPERVISED_TERMS = ("sup3d", "sup_root", "sup2d", "sup_verts", "sup_pose", "sup_shape")
 
 
+def check_batch(batch, title: str, labels: bool, error=ValueError):
+  """A single-image method's first batch: single images (`image_id`) and, when it reads labels,
+  the ground truth (`data.supervised`); else `error` with the config key to set."""
+  if labels and "xyz" not in batch:
+    raise error(
+      f"{title} reads labels but the training batches carry none: set "
+      "config.data.supervised=True (only the labelled subset is read)"
+    )
+  if "image_id" not in batch:
+    raise error(f"{title} reads single images: set config.data.single_view=True")
+
+
 def bounded_betas(raw):
   """The shape coefficients the hand uses: BETA_MAX tanh(raw / BETA_MAX)."""
   return BETA_MAX * jnp.tanh(raw / BETA_MAX)

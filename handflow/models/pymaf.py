@@ -93,22 +93,14 @@ class PyMAFHead(nn.Module):
 
 
 class HandMeshNet(nn.Module):
-  """ViT ("backbone", the name pre-training saves) -> patch grid -> PyMAF head ("pymaf")."""
+  """ViT ("backbone", the name pre-training saves) -> patch grid -> PyMAF head ("pymaf"; `head`:
+  `PyMAFHead`'s fields)."""
 
   vit_cfg: dict
-  num_betas: int
+  head: dict
   drop_path: float = 0.0
-  deconv: tuple[int, ...] = (64, 64, 64)
-  point_mlp: tuple[int, ...] = (64, 32, 5)
-  grid_points: int = 8
-  hidden: int = 256
-  iterations: int = 3
 
   @nn.compact
   def __call__(self, images, project: Callable, train: bool = False):
     out = vit.ViT(**self.vit_cfg, drop_path=self.drop_path, name="backbone")(images, None, train)
-    head = PyMAFHead(
-      self.num_betas, self.deconv, self.point_mlp, self.grid_points, self.hidden,
-      self.iterations, name="pymaf",
-    )  # fmt: skip
-    return head(vit.patch_grid(out.tokens), project)
+    return PyMAFHead(**self.head, name="pymaf")(vit.patch_grid(out.tokens), project)
