@@ -107,6 +107,10 @@ def base(arg, variants=VARIANTS, **method_args):
   c.checkpoint = ml_collections.ConfigDict({"every": 500, "keep": 3})
   c.tensorboard = True
   c.resume = ""  # a run or checkpoint directory to continue from when the workdir has none
+  # Keys (or prefixes, "*" for any) a command may change in a workdir that holds a trained run,
+  # e.g. "num_steps"; other changes to the model, data or training are refused
+  # (handflow.workdir).
+  c.allow_changes = ""
   # Fine-tuning: parameters of another run (perhaps another model; handflow.finetune).
   c.init_from = ml_collections.ConfigDict(
     {
@@ -118,6 +122,9 @@ def base(arg, variants=VARIANTS, **method_args):
     }
   )
   c.compute_dtype = "float32"  # "bfloat16" on TPU
+  # --mode=predict's files besides the npz (handflow.exports): OBJ meshes (-1: every test
+  # frame) and overlay PNGs (samples).
+  c.predict = ml_collections.ConfigDict({"meshes": -1, "overlays": 8})
   c.profile = ml_collections.ConfigDict({"start": -1, "steps": 0})  # a trace of steps [s, s+n)
 
   if arg.variant == "tiny":

@@ -9,6 +9,12 @@ train writes checkpoints, metrics.jsonl (and TensorBoard), then results.{md,json
 (the test split, scored once; `handflow.modes`); eval re-reports the newest checkpoint; predict
 writes predictions-*.npz. A config with `stages` (HandMIM: pre-training, fine-tuning, scratch)
 runs each stage in its own sub-directory and compares them (`handflow.stages`).
+
+Nothing is written before every check passed: the workdir is probed for writing, the config's
+values are range-checked, and a workdir holding a trained run is compared with its recorded
+config (`handflow.workdir`; eval and predict never rewrite the record). Exit codes: 0 done;
+2 a bad input, in one line `handflow: error: ...`; 143 / 130 stopped by SIGTERM / SIGINT after
+saving a checkpoint (no final report; the same command resumes).
 """
 
 import sys
@@ -18,6 +24,7 @@ from etils import epath
 from ml_collections import config_flags
 
 from handflow import checkpoint, modes, preflight, sharding, stages, train
+from handflow import workdir as workdir_lib
 from handflow.data import prepare
 from handflow.methods import registry
 
@@ -62,24 +69,48 @@ def _parse_flags(argv):
     _die(msg)
 
 
+def _quiet_console():
+  """The progress line, one line per evaluation and the tables: library INFO logs, TFDS
+  progress bars and deprecation warnings only with --verbosity=0 (absl's flag) or higher."""
+  if flags.FLAGS["verbosity"].present:
+    return
+  import warnings
+
+  import tensorflow_datasets as tfds
+  from absl import logging
+
+  logging.set_verbosity(logging.ERROR)  # TFDS warns about its own deprecations
+  tfds.disable_progress_bar()
+  for category in (DeprecationWarning, FutureWarning, UserWarning):
+    warnings.filterwarnings("ignore", category=category)
+
+
 def main(argv):
   if len(argv) > 1:
     _die(f"unexpected arguments: {argv[1:]}")
+  _quiet_console()
   sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config, mode = _CONFIG.value, _MODE.value
   workdir = epath.Path(_WORKDIR.value)  # local or gs://
   method = config.get("method", "?")
   staged = bool(config.get("stages"))
   try:
-    summary = preflight.run(config, workdir)
+    summary = preflight.run(config, workdir, mode)
     if staged:
       stages.check(config, workdir)
   except (FileNotFoundError, ValueError, FloatingPointError) as e:
     _die(str(e))
+  record = f"; wrote {workdir / 'config.json'} and {workdir / 'hand_model.json'}"
+  wrote = record if mode == "train" else ""
   print(
-    f"handflow: config and hand model OK ({summary['name']}, {summary['vertices']} vertices); "
-    f"wrote {workdir / 'config.json'} and {workdir / 'hand_model.json'}"
+    f"handflow: config and hand model OK ({summary['name']}, {summary['vertices']} vertices)"
+    + wrote
   )
+  if summary["changed"]:
+    step = workdir_lib.trained_step(workdir)
+    keys = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in summary["changed"].items())
+    print(f"handflow: continuing the run of step {step} with changed keys (allowed): {keys}; "
+          f"the earlier record is config-{step}.json")  # fmt: skip
   if mode == "prepare" and config.data.name not in prepare.BUILDABLE + prepare.MANUAL:
     _die(f"mode 'prepare' is not available yet for dataset '{config.data.name}'")
   if method not in registry.METHODS and mode != "prepare":
@@ -103,14 +134,32 @@ def main(argv):
     (stages.run if staged else modes.run)(mode, config, workdir)
   except (ValueError, checkpoint.CheckpointError, train.NonFiniteError) as e:
     _die(str(e))
+  except train.Preempted as e:
+    print(f"handflow: stopped by {e}", file=sys.stderr, flush=True)
+    sys.exit(e.exit_code)
   done = {"train": f"trained {method} for {config.num_steps} steps", "eval": "evaluated"}
   print(f"handflow: {done.get(mode, mode)}; outputs in {workdir}")
   return 0
 
 
+def _main_interruptible(argv):
+  try:
+    return main(argv)
+  except KeyboardInterrupt:
+    # Outside the training steps (data, compilation, report) or on a second Ctrl-C: nothing is
+    # half-written (outputs are atomic; checkpoints are orbax's temporary directories until
+    # complete), and the last checkpoint stands.
+    print(
+      "\nhandflow: interrupted (Ctrl-C); run the same command again to resume from the last "
+      "checkpoint",
+      file=sys.stderr,
+    )
+    sys.exit(130)
+
+
 def run():
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main, flags_parser=_parse_flags)
+  app.run(_main_interruptible, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
   run keeps one) and the untrained one;
 - eval: the same report for the workdir's newest checkpoint (its `params` item: no optimiser);
 - predict: the test split's `predict` outputs of the newest checkpoint, every key, as
-  predictions-<process>.npz.
+  predictions-<process>.npz, with mesh files, overlays and the benchmark's submission file
+  (`handflow.exports`).
 
 Model choices (learning rates, steps, ablations) are made on validation; test is read only by
 the report and by predict. Datasets without a validation split take a TFDS slice of train
@@ -19,10 +20,11 @@ import jax
 import numpy as np
 from etils import epath
 
-from handflow import files, report, sharding, train
+from handflow import exports, files, report, sharding, train
 from handflow.data import pipeline
 from handflow.eval import evaluators
 from handflow.methods import registry
+from handflow.viz import figures
 
 
 def splits(config) -> dict:
@@ -64,7 +66,7 @@ def run(mode: str, config, workdir):
   if mode == "predict":
     probe = sharding.global_batch(next(iter(test())), mesh)
     params, extra = train.restore_for_inference(config, method, workdir, probe, mesh)
-    return write_predictions(method, params, extra, test, mesh, workdir)
+    return write_predictions(method, params, extra, test, mesh, workdir, config)
   evals = evaluators.from_config(config)
   stats_fn = evaluators.make_stats_fn(method, evals, mesh)
   if mode == "train":
@@ -93,25 +95,56 @@ def _has_split(config, split) -> bool:
   return True
 
 
-def write_predictions(method, params, extra, batches, mesh, workdir):
+def write_predictions(method, params, extra, batches, mesh, workdir, config=None):
   """predictions-<process>.npz: per test clip (clip_id; and image_id for single images) every
-  `predict` output (UST-Hand: world
-  keypoints and mesh in metres, 2D modes and hypotheses in crop pixels, the point cloud and
-  per-joint uncertainty); padding dropped. Each process writes its own clips (a local workdir
-  per host, or a shared filesystem)."""
+  `predict` output (UST-Hand: world keypoints and mesh in metres, 2D modes and hypotheses in
+  crop pixels, the point cloud and per-joint uncertainty); padding dropped. Each process writes
+  its own clips (a local workdir per host, or a shared filesystem). With a config, also the
+  mesh files, overlays and benchmark submission of `handflow.exports`."""
   fn = jax.jit(method.predict, out_shardings=sharding.batch_sharding(mesh))
-  out = {}
+  want = int(config.get("predict", {}).get("overlays", 0)) if config is not None else 0
+  model = getattr(method, "model", None)
+  title = getattr(method, "title", getattr(method, "name", "handflow"))
+  out, overlays = {}, 0
   for local in batches():
     pred = fn(params, extra, sharding.global_batch(local, mesh))
     keep = np.asarray(local["mask"]) > 0
-    for k, v in pred.items():  # this host's rows of the global batch
-      out.setdefault(k, []).append(sharding.local_rows(v)[keep])
+    rows = {k: sharding.local_rows(v) for k, v in pred.items()}  # this host's rows
+    for k, v in rows.items():
+      out.setdefault(k, []).append(v[keep])
     for k in ("clip_id", "image_id"):  # image_id: single-image data (`data.single_view`)
       if k in local:
         out.setdefault(k, []).append(np.asarray(local[k])[keep])
+    for i in np.flatnonzero(keep):
+      if overlays >= want or model is None or "vertices" not in rows:
+        break
+      overlays += _overlay(workdir, model, local, rows, int(i), title)
   arrays = {k: np.concatenate(v) for k, v in out.items()}
   path = workdir / f"predictions-{jax.process_index():03d}.npz"
   files.write_atomic(path, lambda f: np.savez(f, **arrays))
   what = "images'" if "image_id" in arrays else "clips'"
   print(f"handflow: wrote {len(arrays['clip_id'])} {what} predictions to {path}")
+  if config is None:
+    return arrays
+  limit = int(config.get("predict", {}).get("meshes", -1))
+  if model is not None and "vertices" in arrays and limit != 0:
+    n = exports.write_meshes(workdir / "meshes", arrays, np.asarray(model.faces), limit, title)
+    print(f"handflow: wrote {n} mesh files (.obj) to {workdir / 'meshes'}")
+  if overlays:
+    print(f"handflow: wrote {overlays} overlays to {workdir / 'overlays'}")
+  line = exports.write_submission(config, arrays, workdir)
+  if line:
+    print(f"handflow: {line}")
   return arrays
+
+
+def _overlay(workdir, model, local, rows, i, title) -> int:
+  """overlays/<sample>.png for row i of this host's batch (each frame of a clip)."""
+  frames = np.asarray(rows["vertices"]).shape[1]
+  one = {k: np.asarray(v)[i : i + 1] for k, v in rows.items()}
+  ids = {k: np.asarray(local[k])[i : i + 1] for k in ("clip_id", "image_id") if k in local}
+  names = exports.sample_names({"vertices": one["vertices"], **ids})
+  for f in range(frames):
+    png = figures.overlay_png(model, local, rows, title=f"{title}: {names[f]}", clip=i, frame=f)
+    files.write_bytes(workdir / "overlays" / f"{names[f]}.png", png)
+  return 1

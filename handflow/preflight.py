@@ -1,5 +1,7 @@
 """Checks a run's config against what exists before any work: the part of a run that needs
-no data. Writes the resolved config and a hand-model summary to the workdir.
+no data. Nothing is written until every check passed; then a training command records the
+resolved config and a hand-model summary in the workdir (eval and predict read the record and
+never rewrite it; `handflow.workdir`).
 
 It constructs the method (whose own config checks then fail first), loads the configured hand
 model (the shipped open hand or the user's MANO file), compiles
@@ -18,14 +20,52 @@ import ml_collections
 import numpy as np
 from etils import epath
 
+from handflow import files
+from handflow import workdir as run_dir
 from handflow.data import pseudo_labels
 from handflow.hand import conventions, kernel, loader
 
+# (key, least value) of the loop and data sizes every method reads.
+AT_LEAST = (
+  ("batch_size", 1), ("num_steps", 1), ("log_every", 1), ("eval_every", 0),
+  ("max_nonfinite", 1), ("checkpoint.every", 1), ("checkpoint.keep", 1), ("data.frames", 1),
+  ("data.views", 1), ("data.image_size", 1), ("data.crop_size", 0),
+)  # fmt: skip
+
+
+def check_values(config: ml_collections.ConfigDict):
+  """Sizes and counts in range, before anything is built (a zero batch or logging interval
+  would otherwise fail deep in the run, or never)."""
+  for key, least in AT_LEAST:
+    node, *path = key.split(".")
+    value = config.get(node)
+    for part in path:
+      value = None if value is None else value.get(part)
+    if value is None:
+      continue
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+      raise ValueError(f"config {key} = {value!r}: expected an integer >= {least}")
+  d = config.get("data")
+  if d is None:
+    return
+  synthetic = d.get("name") == "synthetic_hands"
+  # Generated images: a crop larger than the rendering only interpolates it. (Real datasets'
+  # sizes are fixed, and the literature's crops may zoom, e.g. 256 px from HanCo's 224.)
+  if synthetic and d.get("crop_size", 0) and d.crop_size > d.get("image_size", 0):
+    raise ValueError(
+      f"config data.crop_size = {d.crop_size} is larger than data.image_size = {d.image_size}, "
+      "the size the synthetic images are rendered at: raise data.image_size too (or 0 crops "
+      "at the image size)"
+    )
+  if synthetic and d.get("rig_views") and d.views > d.rig_views:
+    raise ValueError(
+      f"config data.views = {d.views}, but the generated rig has data.rig_views = "
+      f"{d.rig_views} cameras"
+    )
+
 
 def save_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> epath.Path:
-  path = workdir / "config.json"
-  path.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
-  return path
+  return run_dir.write_record(config, workdir, {})
 
 
 def check_hand_model(config: ml_collections.ConfigDict) -> dict:
@@ -105,15 +145,21 @@ def check_init_from(config: ml_collections.ConfigDict):
     raise ValueError(f"config.init_from = {src}: no checkpoint there (train that run first)")
 
 
-def run(config: ml_collections.ConfigDict, workdir) -> dict:
+def run(config: ml_collections.ConfigDict, workdir, mode: str = "train") -> dict:
+  """Every check, then (train only) the workdir's record; returns the hand-model summary,
+  with the config keys an allowed change altered under "changed"."""
   workdir = epath.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  save_config(config, workdir)
+  run_dir.check_writable(workdir)
+  check_values(config)
+  changes = run_dir.check_record(config, workdir, mode)
   if config.get("data") is not None and "pseudo_labels" in config.data:
     pseudo_labels.from_config(config.data.pseudo_labels)  # a bad preset or key fails here
   check_mesh_evaluation(config)
   check_method(config)
   check_init_from(config)
   summary = check_hand_model(config)
-  (workdir / "hand_model.json").write_text(json.dumps(summary, indent=2) + "\n")
-  return summary
+  if mode == "train":
+    workdir.mkdir(parents=True, exist_ok=True)
+    run_dir.write_record(config, workdir, changes)
+    files.write_bytes(workdir / "hand_model.json", (json.dumps(summary, indent=2) + "\n").encode())
+  return {**summary, "changed": changes}

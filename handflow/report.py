@@ -13,8 +13,9 @@ Writes into the workdir (process 0; whole files or nothing):
   per protocol metric, mm; per viewpoint bin with a `viewpoint` evaluator; 2D errors;
   calibration, with 3D radii chosen on `calib_batches`, the validation split, when given:
   `conformal`);
-- overlay.png: the predicted mesh and keypoints (and the ground truth's) on test views, with each
-  joint's 2D hypotheses when the method has them (methods that predict a mesh);
+- overlay.png: the predicted mesh (shaded, semi-transparent) and skeleton, the ground truth's,
+  and each joint's 2D hypotheses when the method has them, on test views (methods that predict
+  a mesh); it and the method's figures also go to TensorBoard (`test/...`, last step);
 - training_curve.png: the loss and its terms, and the periodic validation metric;
 - the method's own figures (`method.figures(params, extra, batch) -> {file name: PNG}`, optional;
   CycleHand's cycle.png) on the first test batch.
@@ -281,14 +282,19 @@ def write(
   _write(workdir / "results.json", json.dumps(results, indent=1, sort_keys=True).encode())
   _write(workdir / "results.md", text.encode())
   print(text)
+  pictures = {}
   if batch is not None and hasattr(method, "figures"):  # the method's own (CycleHand: cycle)
-    for name, png in method.figures(*trained, batch).items():
-      _write(workdir / name, png)
+    pictures.update(method.figures(*trained, batch))
   pred = jax.device_get(predict_fn(*trained, batch)) if batch is not None else {}
   if "vertices" in pred:
     batch = jax.device_get(batch)
     caption = f"{title}: test clip 0, frame 0"
-    _write(workdir / "overlay.png", figures.overlay_png(method.model, batch, pred, title=caption))
+    pictures["overlay.png"] = figures.overlay_png(method.model, batch, pred, title=caption)
+  for name, png in pictures.items():
+    _write(workdir / name, png)
+  if config.get("tensorboard", True):  # beside the curves, at the last step
+    step = int(config.num_steps)
+    writers.write_images(workdir, step, {f"test/{n[:-4]}": p for n, p in pictures.items()})
   if rows:
     pose, _ = _pose_columns(evals)
     if pose is not None:

@@ -89,8 +89,9 @@ def run(mode: str, config, workdir) -> dict:
   results = {}
   for name, c in check(config, workdir):
     sub = workdir / name
-    sub.mkdir(parents=True, exist_ok=True)
-    preflight.save_config(c, sub)
+    if mode == "train":  # eval and predict never rewrite a run's record
+      sub.mkdir(parents=True, exist_ok=True)
+      preflight.save_config(c, sub)
     if mode != "train" and name not in config.stages.compare:
       continue
     if mode == "train" and finished(c, sub):

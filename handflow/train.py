@@ -20,7 +20,9 @@ step. The step computes `method.loss_fn(params, extra, batch, rng, step)`, appli
 then `method.update_extra(extra, new_params, aux, step)`. A non-finite loss or gradient skips
 the whole update (parameters, optimiser, extra and EMA keep their values; the batch is
 consumed), is counted and logged, and the run stops with a message after `config.max_nonfinite`
-in a row. SIGTERM (preemption) saves a checkpoint at the end of the current step and returns.
+in a row. SIGTERM (preemption) and SIGINT (Ctrl-C) save a checkpoint at the end of the current
+step and raise `Preempted` (the entry exits with 128 + the signal's number, naming the step and
+how to resume; no report is written for a part-trained model).
 `config.compute_dtype = "bfloat16"` computes the loss in bfloat16 (TPU); `config.profile =
 {"start": s, "steps": n}` writes a profiler trace of steps s .. s+n-1 to `workdir/profile`.
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import signal
+import sys
 import time
 from collections.abc import Callable
 
@@ -221,26 +224,53 @@ def make_train_step(
   )
 
 
-class _Preemption:
-  """Turns SIGTERM into a flag checked between steps (restores the old handler on exit)."""
+class Preempted(RuntimeError):
+  """The run stopped on SIGTERM or SIGINT after saving a checkpoint at `step`."""
+
+  def __init__(self, step: int, total: int, signame: str, directory):
+    self.step, self.total, self.signame, self.directory = step, total, signame, directory
+    self.exit_code = 128 + int(getattr(signal, signame))
+    super().__init__(
+      f"{signame} at step {step} of {total}: checkpoint {step} saved in {directory}; no final "
+      "report was written. Run the same command again to resume from it"
+    )
+
+
+class _Stop:
+  """Turns SIGTERM (preemption) and SIGINT (Ctrl-C) into a flag checked between steps, so the
+  step and its checkpoint finish whole; a second Ctrl-C stops at once. Restores the old
+  handlers on exit."""
+
+  SIGNALS = ("SIGTERM", "SIGINT")
 
   def __init__(self):
-    self.requested = False
+    self.requested = None  # the signal's name
 
   def __enter__(self):
-    try:
-      self._old = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread: no handler
-      self._old = None
+    self._old = {}
+    for name in self.SIGNALS:
+      try:
+        self._old[name] = signal.signal(getattr(signal, name), self._handle)
+      except ValueError:  # not the main thread: no handlers
+        pass
     return self
 
   def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
+    del frame
+    name = signal.Signals(signum).name
+    if name == "SIGINT" and self.requested == "SIGINT":
+      raise KeyboardInterrupt  # asked twice: stop now, without a checkpoint
+    self.requested = name
+    if name == "SIGINT" and jax.process_index() == 0:
+      print(
+        "\nhandflow: Ctrl-C: saving a checkpoint after this step (Ctrl-C again stops at once)",
+        file=sys.stderr,
+        flush=True,
+      )
 
   def __exit__(self, *exc):
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
+    for name, old in self._old.items():
+      signal.signal(getattr(signal, name), old)
 
 
 def init_from_config(config) -> dict:
@@ -338,7 +368,9 @@ def train_and_evaluate(config, workdir, method, train_batches, evaluate: Callabl
   )
   profile = config.get("profile", {}) or {}
   profile_start, profile_steps = int(profile.get("start", -1)), int(profile.get("steps", 0))
-  writer = writers.MetricWriter(workdir, tensorboard=bool(config.get("tensorboard", True)))
+  writer = writers.MetricWriter(
+    workdir, tensorboard=bool(config.get("tensorboard", True)), start_step=start
+  )
   progress = writers.Progress(config.num_steps, start)
   log_every = int(config.get("log_every", 50))
   eval_every = int(config.get("eval_every", 0))
@@ -354,7 +386,7 @@ def train_and_evaluate(config, workdir, method, train_batches, evaluate: Callabl
     writer.write(step, {f"eval/{k}": v for k, v in results.items()})
 
   prev, out = None, None
-  with _Preemption() as preempt:
+  with _Stop() as stop:
     for step in range(start, config.num_steps):
       local = next(batches)
       if profile_steps and step == profile_start:
@@ -378,11 +410,12 @@ def train_and_evaluate(config, workdir, method, train_batches, evaluate: Callabl
       progress.tick(done, shown)
       if eval_every and evaluate is not None and done % eval_every == 0:
         log_eval(done)
-      if preempt.requested:
-        save(done, preempted=True)
+      if stop.requested:
+        save(done, preempted=True, signal=stop.requested)
         ckpt.wait()
         writer.close()
-        return state
+        ckpt.close()
+        raise Preempted(done, config.num_steps, stop.requested, ckpt.directory)
       ckpt.save(done, state, state.export(), {"data_position": done})
   _check_nonfinite(out, max_nonfinite, config.num_steps)
   save(config.num_steps)

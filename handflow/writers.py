@@ -1,8 +1,11 @@
 """Metrics to the workdir: one JSON line per logged step, TensorBoard events, progress lines.
 
 Only process 0 writes (every process may call). `metrics.jsonl` holds every logged metric with
-its step (on storage without appends, such as GCS, each run segment writes its own
-`metrics-<time>.jsonl`; `read_jsonl` reads them all in order); TensorBoard events go to `tb/`.
+its step, each step once: a run resumed from the checkpoint of step S first drops the rows
+after S that the interrupted run had written (on storage without appends, such as GCS, each run
+segment writes its own `metrics-<time>.jsonl` that opens with a {"resume_step": S} row, and
+`read_jsonl` reads them all in order, dropping the superseded rows); TensorBoard events go to
+`tb/`.
 The workdir may be local or remote (`gs://...`, through etils.epath).
 Progress: a single updating line on a terminal, plain periodic lines otherwise (logs, CI), with
 step rate and ETA; compile time is reported apart from step time.
@@ -21,16 +24,20 @@ from etils import epath
 
 
 class MetricWriter:
-  def __init__(self, workdir, *, tensorboard: bool = True):
+  def __init__(self, workdir, *, tensorboard: bool = True, start_step: int = 0):
     self.active = jax.process_index() == 0
     self.workdir = epath.Path(workdir)
     self._tb = None
     if self.active:
       self.workdir.mkdir(parents=True, exist_ok=True)
+      path = self.workdir / "metrics.jsonl"
       try:
-        self._jsonl = (self.workdir / "metrics.jsonl").open("a")
+        if path.exists():
+          _drop_after(path, start_step)
+        self._jsonl = path.open("a")
       except Exception:  # noqa: BLE001 - no append on this filesystem: one file per segment.
         self._jsonl = (self.workdir / f"metrics-{int(time.time())}.jsonl").open("w")
+        self._jsonl.write(json.dumps({"resume_step": int(start_step)}) + "\n")
       if tensorboard:
         import tensorflow as tf  # TF is a dependency already (tf.data); imported lazily.
 
@@ -62,11 +69,46 @@ class MetricWriter:
         self._tb.close()
 
 
+def write_images(workdir, step: int, images: dict):
+  """PNG figures {name: bytes} to the workdir's TensorBoard events (process 0 only)."""
+  if jax.process_index() != 0 or not images:
+    return
+  import tensorflow as tf
+
+  writer = tf.summary.create_file_writer(str(epath.Path(workdir) / "tb"))
+  with writer.as_default(step=int(step)):
+    for name, png in images.items():
+      tf.summary.image(name, tf.image.decode_png(png, channels=3)[None])
+  writer.close()
+
+
+def _drop_after(path, step: int):
+  """Rewrites `path` without its rows after `step` (those an interrupted run wrote past its
+  last checkpoint), atomically; untouched when there are none."""
+  from handflow import files
+
+  lines = [ln for ln in path.read_text().splitlines() if ln]
+  keep = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
+  if len(keep) < len(lines):
+    files.write_bytes(path, "".join(ln + "\n" for ln in keep).encode())
+
+
 def read_jsonl(path) -> list[dict]:
-  """Rows of a metrics file, or of all metrics*.jsonl in a workdir (in time order)."""
+  """Rows of a metrics file, or of all metrics*.jsonl in a workdir (in time order), each
+  step's rows once: a {"resume_step": S} row drops the earlier rows after S."""
   path = epath.Path(path)
   files = sorted(path.glob("metrics*.jsonl")) if path.is_dir() else [path]
-  return [json.loads(line) for f in files for line in f.read_text().splitlines() if line]
+  rows = []
+  for f in files:
+    for line in f.read_text().splitlines():
+      if not line:
+        continue
+      row = json.loads(line)
+      if "resume_step" in row:
+        rows = [r for r in rows if r["step"] <= row["resume_step"]]
+      else:
+        rows.append(row)
+  return rows
 
 
 class Progress:

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -66,11 +67,59 @@ def test_tiny_ust_trains_reports_evaluates_and_predicts(tmp_path):
   assert again["trained"] == results["trained"]
   assert json.loads((wd / "results.json").read_text())["trained"] == results["trained"]
   modes.run("predict", config, wd)
+  _predict_wrote_meshes_and_overlays(wd, config)
+  _workdir_keeps_its_record(wd, config, common)
   with np.load(wd / "predictions-000.npz") as pred:
     assert sorted(pred["clip_id"].tolist()) == [0, 1]  # the 2 test clips, padding dropped
     assert pred["joints"].shape == (2, 2, 21, 3) and pred["vertices"].shape == (2, 2, 1669, 3)
     assert pred["uncertainty"].shape == (2, 2, 21) and pred["uv_mode"].shape == (2, 2, 2, 21, 2)
     assert pred["stage1_joints"].shape == (2, 2, 21, 3) and pred["uv_hypotheses"].shape[-2] == 3
+
+
+def _predict_wrote_meshes_and_overlays(wd, config):
+  """One OBJ per test frame that a mesh reader loads with the model's vertex and face counts,
+  equal to the npz's vertices; one overlay per sample frame."""
+  import trimesh
+
+  from handflow.hand import loader
+
+  model = loader.load(config.hand.model, config.hand.side)
+  objs = sorted((wd / "meshes").glob("*.obj"))
+  assert [p.name for p in objs] == [f"clip{c:05d}_frame{f}.obj" for c in (0, 1) for f in (0, 1)]
+  with np.load(wd / "predictions-000.npz") as pred:
+    row = int(np.flatnonzero(pred["clip_id"] == 1)[0])
+    want = pred["vertices"][row, 1]
+  mesh = trimesh.load(objs[-1], process=False)
+  assert mesh.vertices.shape == (model.num_vertices, 3)
+  assert mesh.faces.shape == np.asarray(model.faces).shape
+  np.testing.assert_allclose(mesh.vertices, want, atol=1e-6)
+  np.testing.assert_array_equal(mesh.faces, np.asarray(model.faces))
+  pngs = sorted((wd / "overlays").glob("*.png"))
+  assert len(pngs) == 4 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+
+
+def _workdir_keeps_its_record(wd, config, common):
+  """A trained workdir: a command that changes the model is refused before anything is
+  touched; eval and predict never rewrite the record; an allowed change keeps the old one."""
+  from handflow import preflight
+
+  record = (wd / "config.json").read_text()
+  r = _main("--config=configs/ust.py:tiny,K=4", "--config.seed=7", *common)
+  assert r.returncode == 2
+  line = _error_line(r)
+  assert "trained to step 4 with another config: model.num_hypotheses: 3 -> 4" in line
+  assert "--config.allow_changes=model.num_hypotheses" in line
+  assert (wd / "config.json").read_text() == record
+  config.log_every = 1  # how the run is driven: may differ
+  preflight.run(config, wd, "eval")
+  assert (wd / "config.json").read_text() == record
+  config.num_steps = 6
+  with pytest.raises(ValueError, match="num_steps: 4 -> 6"):
+    preflight.run(config, wd, "train")
+  config.allow_changes = "num_steps"
+  assert preflight.run(config, wd, "train")["changed"] == {"num_steps": (4, 6)}
+  assert (wd / "config-4.json").read_text() == record
+  assert json.loads((wd / "config.json").read_text())["num_steps"] == 6
 
 
 @pytest.mark.parametrize(
@@ -104,13 +153,57 @@ def test_tiny_ust_trains_reports_evaluates_and_predicts(tmp_path):
       "config.init_from = W/pt: no checkpoint there",
     ),
     (["--config=configs/handmim.py:pretrain", "--workdir=W", "--config.model.vit=S"], "model.vit"),
+    (
+      ["--config=configs/ust.py", "--workdir=W", "--config.data.views=1"],
+      "data.views = 1: UST-Hand triangulates, so it needs at least 2 views",
+    ),
+    (["--config=configs/ust.py", "--workdir=F/sub"], "--workdir=F/sub is under F, which is a file"),
   ],
 )
-def test_bad_input_gets_one_line(tmp_path, args, match):
-  args = [a.replace("=W", f"={tmp_path / 'w'}") for a in args]
-  r = _main(*args)
+def test_bad_input_gets_one_line_and_writes_nothing(tmp_path, args, match):
+  (tmp_path / "f").write_text("")  # "F": a file where a directory is expected
+  sub = lambda a: a.replace("=W", f"={tmp_path / 'w'}").replace("F", str(tmp_path / "f"))
+  r = _main(*[sub(a) if a.startswith("--workdir") else a.replace("=W", f"={tmp_path / 'w'}")
+              for a in args])  # fmt: skip
   assert r.returncode == 2
-  assert match.replace("W/", f"{tmp_path / 'w'}/") in _error_line(r)
+  assert sub(match.replace("W/", f"{tmp_path / 'w'}/")) in _error_line(r)
+  assert not (tmp_path / "w").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize(
+  "arg, key, value, match",
+  [
+    ("tiny,views=-1", "", None, "config data.views = -1: expected an integer >= 1"),
+    ("", "model.num_hypotheses", 0, "model.num_hypotheses = 0: UST-Hand needs at least 1"),
+    ("", "batch_size", 0, "config batch_size = 0: expected an integer >= 1"),
+    ("", "log_every", 0, "config log_every = 0: expected an integer >= 1"),
+    ("", "data.crop_size", 256, "data.crop_size = 256 is larger than data.image_size = 128"),
+  ],
+)
+def test_bad_values_fail_the_preflight_before_any_write(tmp_path, arg, key, value, match):
+  """The preflight's checks, in process (the entry turns their ValueError into the one line
+  the subprocess cases above show)."""
+  from handflow import preflight
+
+  config = ust.get_config(arg or None)
+  if key:
+    node, leaf = key.rsplit(".", 1) if "." in key else ("", key)
+    (config[node] if node else config)[leaf] = value
+  with pytest.raises(ValueError, match=re.escape(match)):
+    preflight.run(config, tmp_path / "w", "train")
+  assert not (tmp_path / "w").exists()
+
+
+def test_workdir_must_be_a_writable_directory(tmp_path):
+  from handflow import workdir
+
+  (tmp_path / "f").write_text("")
+  with pytest.raises(workdir.WorkdirError, match="is a file, not a directory"):
+    workdir.check_writable(tmp_path / "f")
+  with pytest.raises(workdir.WorkdirError, match=r"cannot write in /proc"):
+    workdir.check_writable("/proc/handflow_workdir")  # not writable, even for root
+  workdir.check_writable(tmp_path / "new" / "deeper")  # made later, by the run
+  assert not (tmp_path / "new").exists()
 
 
 def test_tiny_cyclehand_trains_reports_evaluates_and_predicts(tmp_path):

@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -102,6 +103,9 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, method="teach
   assert "center" in a.files and "teacher/w" in a.files
   for k in a.files:
     np.testing.assert_array_equal(a[k], b[k])
+  # The rows the killed run logged past its checkpoint are dropped: each step once.
+  rows = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(r)["step"] for r in rows] == [5, 10, 15, 20, 24]  # and the last step
 
 
 def test_teacher_follows_its_momentum_schedule_and_skipped_steps_keep_it(tmp_path):
@@ -137,16 +141,29 @@ def test_teacher_follows_its_momentum_schedule_and_skipped_steps_keep_it(tmp_pat
   assert float(state.extra["center"]) != 0.0
 
 
-def test_sigterm_leaves_a_restorable_checkpoint(tmp_path):
-  proc = _script(tmp_path, 200, sleep=0.1)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_exits_and_the_run_resumes_with_each_step_logged_once(tmp_path, sig):
+  """SIGTERM (preemption) or SIGINT (Ctrl-C) mid-run: the step finishes, a checkpoint flagged as
+  preempted is saved whole (no orbax temporary directory left), the process exits with
+  128 + the signal's number naming the step; the same command then finishes the run, and
+  metrics.jsonl holds each logged step once."""
+  proc = _script(tmp_path, 60, sleep=0.1)
   _wait_for_checkpoint(tmp_path, 4, proc)
-  proc.send_signal(signal.SIGTERM)
-  assert proc.wait(timeout=120) == 0
+  proc.send_signal(sig)
+  assert proc.wait(timeout=120) == 128 + sig
+  err = proc.stderr.read().decode()
+  assert "Traceback" not in err and f"stopped by {signal.Signals(sig).name} at step" in err, err
   ck = checkpoint.Checkpointer(tmp_path / "checkpoints")
   step = ck.latest_step()
-  assert 4 <= step < 200
+  assert 4 <= step < 60 and f"at step {step} of 60" in err
+  assert not [p.name for p in (tmp_path / "checkpoints").iterdir() if "tmp" in p.name]
   _, meta = ck.restore(step, _abstract_state())
   assert meta["preempted"] is True and meta["data_position"] == step
+  assert not (tmp_path / "final.npz").exists()
+  resumed = _script(tmp_path, 60)
+  assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()[-2000:]
+  logged = [r["step"] for r in writers.read_jsonl(tmp_path / "metrics.jsonl")]
+  assert logged == list(range(5, 61, 5))
 
 
 def _abstract_state():

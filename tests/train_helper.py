@@ -163,9 +163,13 @@ if __name__ == "__main__":
   sleep_s = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
   teacher = len(sys.argv) > 4 and sys.argv[4] == "teacher"
   method = TeacherMethod(steps) if teacher else LinearMethod()
-  state = train.train_and_evaluate(
-    config(steps), workdir, method, lambda s: batches(s, sleep_s=sleep_s)
-  )
+  try:
+    state = train.train_and_evaluate(
+      config(steps), workdir, method, lambda s: batches(s, sleep_s=sleep_s)
+    )
+  except train.Preempted as e:  # as handflow.main reports it
+    print(f"stopped by {e}", file=sys.stderr)
+    sys.exit(e.exit_code)
   out = {f"params/{k}": v for k, v in train.params_to_numpy(state).items()}
   if teacher:
     extra = jax.device_get(state.extra)

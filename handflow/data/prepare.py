@@ -8,6 +8,9 @@ data directory is `config.data.data_dir`, else $TFDS_DATA_DIR, else TFDS's defau
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import ml_collections
 import tensorflow_datasets as tfds
 
@@ -41,6 +44,11 @@ def prepare(config: ml_collections.ConfigDict) -> dict:
         "config.data.manual_dir to its root"
       )
     kw["download_config"] = tfds.download.DownloadConfig(manual_dir=manual or None)
-  builder.download_and_prepare(**kw)
+  if not builder.is_prepared():
+    what = "generating" if config.data.name in BUILDABLE else "preparing"
+    print(f"handflow: {what} {config.data.name} in {builder.data_dir} (once)", flush=True)
+  # TFDS prints its own "Downloading and preparing" lines (nothing is downloaded): hidden.
+  with contextlib.redirect_stdout(io.StringIO()):
+    builder.download_and_prepare(**kw)
   splits = {name: info.num_examples for name, info in builder.info.splits.items()}
   return {"data_dir": str(builder.data_dir), "splits": splits}

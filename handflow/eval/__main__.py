@@ -16,9 +16,11 @@ import argparse
 import json
 import pathlib
 import sys
+import tempfile
 
 import numpy as np
 
+from handflow import files
 from handflow.eval import protocols, submission
 
 
@@ -63,14 +65,15 @@ def main(argv=None):
   parser.add_argument("--out", type=pathlib.Path, default=None)
   args = parser.parse_args(argv)
   protocol = protocols.get(args.protocol)
+  out = args.out or args.pred.with_suffix(".scores.json")
   try:
+    check_writable(out)
     pj, gj, pv, gv = load(protocol, args.pred, args.gt)
     results = protocols.evaluate(protocol, pj, gj, pv, gv)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(format_table(protocol, results))
-  out = args.out or args.pred.with_suffix(".scores.json")
   payload = {
     "protocol": protocol.name,
     "samples": len(pj),
@@ -78,9 +81,27 @@ def main(argv=None):
     "gt": str(args.gt),
     "results": results,
   }
-  out.write_text(json.dumps(payload, indent=2) + "\n")
+  try:
+    files.write_text_atomic(out, json.dumps(payload, indent=2) + "\n")
+  except OSError as e:
+    print(f"error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+    return 2
   print(f"wrote {out}")
   return 0
+
+
+def check_writable(path: pathlib.Path):
+  """Raises ValueError unless `path` can be written (checked before any scoring)."""
+  parent = path.parent if str(path.parent) else pathlib.Path(".")
+  if path.is_dir():
+    raise ValueError(f"--out {path} is a directory")
+  if not parent.is_dir():
+    raise ValueError(f"--out {path}: {parent} is not a directory")
+  try:
+    with tempfile.TemporaryFile(dir=parent):
+      pass
+  except OSError as e:
+    raise ValueError(f"--out {path}: cannot write in {parent} ({e.strerror or e})") from None
 
 
 if __name__ == "__main__":

@@ -117,6 +117,7 @@ def _pck_counts(err, m, t):
   # Correct the division's rounding against the exact threshold values (<=, as the scorers).
   k = jnp.where((k > 0) & (err <= t[jnp.maximum(k - 1, 0)]), k - 1, k)
   k = jnp.where((k < n_t) & (err > t[jnp.minimum(k, n_t - 1)]), k + 1, k)
+  k = jnp.where(jnp.isfinite(err), k, n_t)  # NaN or inf: never within any threshold
   cols = jnp.broadcast_to(jnp.arange(err.shape[-1]), err.shape)
   hist = jnp.zeros((err.shape[-1], n_t + 1), err.dtype).at[cols, k].add(m)
   return jnp.cumsum(hist[:, :n_t], axis=-1)

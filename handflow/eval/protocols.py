@@ -181,9 +181,10 @@ def check_inputs(p: Protocol, pred_j, gt_j, pred_v=None, gt_v=None, *, source: s
     raise ValueError(f"ground truth: joints must be [samples, 21, 3], got {gt_j.shape}")
   if len(pred_j) != len(gt_j):
     raise ValueError(f"{source} has {len(pred_j)} samples, the ground truth {len(gt_j)}")
-  bad = np.flatnonzero(~np.isfinite(pred_j).all(axis=(1, 2)))
-  if bad.size:
-    raise ValueError(f"{source}: NaN or inf joints in {bad.size} samples, first {bad[:5].tolist()}")
+  for who, arr in ((source, pred_j), ("ground truth", gt_j)):
+    bad = np.flatnonzero(~np.isfinite(arr).all(axis=(1, 2)))
+    if bad.size:
+      raise ValueError(f"{who}: NaN or inf joints in {bad.size} samples, first {bad[:5].tolist()}")
   if (pred_v is None) != (gt_v is None) and p.vertices:
     which = "predictions" if pred_v is None else "ground truth"
     raise ValueError(f"protocol {p.name} scores meshes, but the {which} has no vertices")
@@ -191,15 +192,15 @@ def check_inputs(p: Protocol, pred_j, gt_j, pred_v=None, gt_v=None, *, source: s
     pred_v, gt_v = np.asarray(pred_v), np.asarray(gt_v)
     if pred_v.shape != gt_v.shape or pred_v.ndim != 3 or pred_v.shape[-1] != 3:
       raise ValueError(f"{source}: vertices {pred_v.shape} do not match ground truth {gt_v.shape}")
-    bad = np.flatnonzero(~np.isfinite(pred_v).all(axis=(1, 2)))
-    if bad.size:
-      raise ValueError(
-        f"{source}: NaN/inf vertices in {bad.size} samples, first {bad[:5].tolist()}"
-      )
+    for who, arr in ((source, pred_v), ("ground truth", gt_v)):
+      bad = np.flatnonzero(~np.isfinite(arr).all(axis=(1, 2)))
+      if bad.size:
+        raise ValueError(f"{who}: NaN/inf vertices in {bad.size} samples, first {bad[:5].tolist()}")
   valid = ~np.all(gt_j == -1.0, axis=(1, 2)) if p.skip_invalid_gt else np.ones(len(gt_j), bool)
   if valid.any():
-    size = lambda j: np.median(np.linalg.norm(j[valid] - j[valid, :1], axis=-1).mean(-1))
-    sp, sg = size(pred_j), size(gt_j)
+    spread = lambda j: np.linalg.norm(j - j[:, :1], axis=-1).mean(-1)  # [n] per sample
+    per_p, per_g = spread(pred_j), spread(gt_j)
+    sp, sg = np.median(per_p[valid]), np.median(per_g[valid])
     if sg > 0 and sp / sg > 30:
       raise ValueError(
         f"{source} look like millimetres (median hand spread {sp:.1f}) while the ground truth is "
@@ -209,6 +210,14 @@ def check_inputs(p: Protocol, pred_j, gt_j, pred_v=None, gt_v=None, *, source: s
       raise ValueError(
         f"{source} look like metres (median hand spread {sp:.4f}) while the ground truth is in "
         f"millimetres ({sg:.1f}): handflow's ground truth should be in metres"
+      )
+    # One sample in other units than the rest moves the mean by metres; the median checks above
+    # do not see it. A hand 100x the ground truth's size is never a prediction in metres.
+    odd = np.flatnonzero(valid & (per_g > 0) & (per_p > 100 * per_g))
+    if odd.size:
+      raise ValueError(
+        f"{source}: {odd.size} samples are over 100x the ground truth's size (first "
+        f"{odd[:5].tolist()}, spread {per_p[odd[0]]:.3g} vs {per_g[odd[0]]:.3g}): mixed units?"
       )
   if p.frame == "opengl" and np.mean(pred_j[valid, :, 2] > 0) > 0.5:
     raise ValueError(

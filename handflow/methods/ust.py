@@ -99,6 +99,13 @@ class UST(base.MethodBase):
     self.model = hand.load(config.hand.model, config.hand.side)
     self.convention = config.hand.convention
     self.k = int(m.num_hypotheses)
+    if self.k < 1:
+      raise ValueError(f"config model.num_hypotheses = {self.k}: UST-Hand needs at least 1")
+    if int(config.data.views) < 2:
+      raise ValueError(
+        f"config data.views = {config.data.views}: UST-Hand triangulates, so it needs at least "
+        "2 views"
+      )
     self.head = m.get("head", "flow")
     if self.head not in HEADS:
       raise ValueError(f"config model.head='{self.head}': one of {list(HEADS)}")

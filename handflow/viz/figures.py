@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import io
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from handflow.data import pipeline
 from handflow.geometry import cameras
 from handflow.hand import conventions
+from handflow.render import raster, shading
 
 
 def _figure(*args, **kw):
@@ -28,56 +32,90 @@ def _png(plt, fig) -> bytes:
   return buf.getvalue()
 
 
+MESH_RGB = (0.45, 0.7, 1.0)  # the predicted mesh's albedo
+MESH_ALPHA = 0.55
+GT_COLOUR = "#ffffff"
+
+
+@functools.partial(jax.jit, static_argnames=("size",))
+def _shaded_mesh(verts_cam, faces, K, size):
+  frags = raster.rasterize(verts_cam, faces, K, size)
+  albedo = jnp.broadcast_to(jnp.asarray(MESH_RGB, verts_cam.dtype), verts_cam.shape)
+  light = jnp.zeros(3, verts_cam.dtype)  # a point light at the camera
+  rgb = shading.shade_hard(frags, verts_cam, faces, albedo, light, jnp.zeros(3))
+  return rgb, frags.mask
+
+
+def mesh_over(image, verts_world, faces, K, T_cam_world, alpha: float = MESH_ALPHA):
+  """image [h, w, 3] in [0, 1] with the mesh rendered over it (z-buffered, Lambert-shaded by a
+  light at the camera, blended with `alpha`: the hand under it stays visible)."""
+  size = tuple(image.shape[:2])
+  verts_cam = cameras.transform(jnp.asarray(T_cam_world), jnp.asarray(verts_world, jnp.float32))
+  rgb, mask = jax.device_get(_shaded_mesh(verts_cam, jnp.asarray(faces), jnp.asarray(K), size))
+  a = alpha * np.asarray(mask, np.float32)[..., None]
+  return np.clip(image * (1.0 - a) + np.asarray(rgb) * a, 0.0, 1.0)
+
+
 def overlay_png(
   model, batch, pred, *, title: str = "", clip: int = 0, frame: int = 0, views: int = 4
 ) -> bytes:
-  """Mesh (translucent, painter-sorted), keypoints and skeleton of the prediction (colour),
-  the ground truth keypoints (white crosses) and each joint's 2D hypotheses (dots).
+  """Per view: the predicted mesh shaded and semi-transparent over the image, the predicted
+  skeleton (a colour per finger), the ground truth's keypoints and skeleton (white, dashed) and
+  each joint's 2D hypotheses (small dots in its finger's colour), with a legend.
 
   batch: a NumPy batch of the pipeline (normalised images, K, T_cam_world, optional uv);
   pred: a method's `predict` outputs for it (vertices and joints [b, t, ..., 3] world; optional
   uv_hypotheses [b, t, v, 21, k, 2] crop pixels)."""
-  from matplotlib.collections import PolyCollection
+  from matplotlib.lines import Line2D
+  from matplotlib.patches import Patch
 
   v = min(views, batch["images"].shape[2])
-  plt, (fig, axes) = _figure(1, v, figsize=(3.2 * v, 3.4))
+  plt, (fig, axes) = _figure(1, v, figsize=(3.4 * v, 3.9))
   axes = np.atleast_1d(axes)
   faces = np.asarray(model.faces)
   parents = conventions.OPENPOSE_PARENTS
   colours = plt.get_cmap("tab10")
+  finger = lambda j: colours((j - 1) // 4 % 10 if j else 0)
+  hyp_all = pred.get("uv_hypotheses")
   for i in range(v):
     ax = axes[i]
     img = batch["images"][clip, frame, i] * pipeline.IMAGE_STD + pipeline.IMAGE_MEAN
-    ax.imshow(np.clip(img, 0, 1), extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5))
     K, T = batch["K"][clip, frame, i], batch["T_cam_world"][clip, frame, i]
-    uv_v, depth_v = (
-      np.asarray(a) for a in cameras.world_to_image(K, T, pred["vertices"][clip, frame])
-    )
+    shown = mesh_over(np.clip(img, 0, 1), pred["vertices"][clip, frame], faces, K, T)
+    ax.imshow(shown, extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5))
     uv_j, _ = (np.asarray(a) for a in cameras.world_to_image(K, T, pred["joints"][clip, frame]))
-    tri_depth = depth_v[faces].mean(-1)
-    order = np.argsort(-tri_depth)  # far first
-    ax.add_collection(
-      PolyCollection(uv_v[faces[order]], facecolor=(0.3, 0.6, 1.0, 0.25), edgecolor="none")
-    )
-    hyp = pred["uv_hypotheses"][clip, frame, i] if "uv_hypotheses" in pred else None  # [21, K, 2]
+    hyp = None if hyp_all is None else hyp_all[clip, frame, i]  # [21, K, 2]
+    gt = batch["uv"][clip, frame, i] if "uv" in batch else None
     for j in range(21):
-      c = colours((j - 1) // 4 % 10 if j else 0)
       if hyp is not None:
-        ax.scatter(hyp[j, :, 0], hyp[j, :, 1], s=1.5, color=c, alpha=0.5)
+        ax.scatter(hyp[j, :, 0], hyp[j, :, 1], s=2, color=finger(j), alpha=0.6, lw=0)
       if parents[j] >= 0:
         p = parents[j]
-        ax.plot([uv_j[j, 0], uv_j[p, 0]], [uv_j[j, 1], uv_j[p, 1]], color=c, lw=1.2)
-    if "uv" in batch:
-      gt = batch["uv"][clip, frame, i]
-      ax.scatter(gt[:, 0], gt[:, 1], marker="x", s=12, color="white", lw=0.8)
+        if gt is not None:
+          ax.plot(gt[[j, p], 0], gt[[j, p], 1], color=GT_COLOUR, lw=0.9, ls="--", alpha=0.9)
+        ax.plot(uv_j[[j, p], 0], uv_j[[j, p], 1], color=finger(j), lw=1.6)
+    if gt is not None:
+      ax.scatter(gt[:, 0], gt[:, 1], marker="x", s=14, color=GT_COLOUR, lw=0.9)
     size = img.shape[0]
     ax.set_xlim(-0.5, size - 0.5)
     ax.set_ylim(size - 0.5, -0.5)
     ax.set_title(f"view {i}", fontsize=9)
     ax.axis("off")
-  fig.suptitle(
-    f"{title} (mesh and skeleton: prediction; x: ground truth; dots: 2D hypotheses)", fontsize=9
-  )
+  handles = [
+    Patch(facecolor=MESH_RGB, alpha=MESH_ALPHA, label="predicted mesh"),
+    Line2D([], [], color=finger(5), lw=1.6, label="predicted skeleton (colour: finger)"),
+  ]
+  if "uv" in batch:
+    handles.append(
+      Line2D([], [], color="0.4", ls="--", marker="x", lw=0.9, label="ground truth (white)")
+    )
+  if hyp_all is not None:
+    handles.append(
+      Line2D([], [], color=finger(5), marker=".", ls="none", label="2D hypotheses per joint")
+    )
+  fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+  fig.suptitle(title, fontsize=10)
+  fig.subplots_adjust(bottom=0.1)
   return _png(plt, fig)
 
 

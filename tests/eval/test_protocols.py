@@ -1,8 +1,9 @@
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from handflow.eval import protocols
+from handflow.eval import metrics, protocols
 from handflow.geometry import cameras
 from tests.geometry.test_alignment import official_align_w_scale
 
@@ -94,6 +95,31 @@ def test_bad_inputs_are_named():
     )
   with pytest.raises(ValueError, match="unknown evaluation protocol"):
     protocols.get("nope")
+
+
+def test_ground_truth_is_checked_like_predictions():
+  """NaN ground truth would give NaN means and a changed AUC; one sample in millimetres among
+  metres would add metres to the mean: both refused, by sample."""
+  pred_j, gt_j, pred_v, gt_v = _data(n=5)
+  bad = gt_j.copy()
+  bad[2, 0, 0] = np.nan
+  nan_joints = r"ground truth: NaN or inf joints in 1 samples, first \[2\]"
+  with pytest.raises(ValueError, match=nan_joints):
+    protocols.evaluate("freihand", pred_j, bad, pred_v, gt_v)
+  bad_v = gt_v.copy()
+  bad_v[4, 7, 2] = np.inf
+  with pytest.raises(ValueError, match=r"ground truth: NaN/inf vertices in 1 samples, first \[4\]"):
+    protocols.evaluate("freihand", pred_j, gt_j, pred_v, bad_v)
+  mixed = pred_j.copy()
+  mixed[1] *= 1000.0
+  with pytest.raises(ValueError, match=r"1 samples are over 100x the ground truth's size \(first"):
+    protocols.evaluate("rootrel", mixed, gt_j)
+
+
+def test_a_nan_error_is_never_a_pck_hit():
+  err = jnp.array([[jnp.nan, 0.0, 1.0]])
+  pck = metrics._pck_counts(err, jnp.ones_like(err), jnp.asarray(metrics.THRESHOLDS_M))
+  assert float(pck[0, -1]) == 0.0 and float(pck[1, 0]) == 1.0 and float(pck[2, -1]) == 0.0
 
 
 def test_every_preset_names_a_hand_convention_with_its_order():

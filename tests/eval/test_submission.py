@@ -99,3 +99,19 @@ def test_cli_scores_a_freihand_layout(tmp_path):
     env=env,
   )
   assert r.returncode == 2 and "look like millimetres" in r.stderr
+
+
+def test_cli_checks_out_before_scoring(tmp_path, capsys):
+  """An unwritable --out fails in one line before any scoring, and writes nothing."""
+  from handflow.eval import __main__ as cli
+
+  pred_j, gt_j, _, _ = _data(n=3)
+  (tmp_path / "gt.json").write_text(json.dumps([gt_j.tolist(), []]))
+  (tmp_path / "pred.json").write_text(json.dumps([pred_j.tolist(), []]))
+  (tmp_path / "afile").write_text("")
+  args = ["--protocol=rootrel", f"--pred={tmp_path / 'pred.json'}", f"--gt={tmp_path / 'gt.json'}"]
+  assert cli.main([*args, f"--out={tmp_path / 'afile' / 's.json'}"]) == 2
+  err = capsys.readouterr()
+  assert "afile is not a directory" in err.err and "MPJPE" not in err.out
+  assert cli.main([*args, f"--out={tmp_path / 's.json'}"]) == 0
+  assert json.loads((tmp_path / "s.json").read_text())["samples"] == 3

@@ -1,0 +1,1 @@
+"""Data files of the hand models (see LICENSE.md); a package so that setuptools ships them."""
