@@ -76,8 +76,37 @@ class Checkpointer:
   def wait(self):
     self._manager.wait_until_finished()
 
+  def _check_shapes(self, step: int, name: str, abstract):
+    """Names the leaves whose saved shape differs from `abstract`'s (orbax would fail deep in
+    its threads, without the path)."""
+    try:
+      saved = self._manager.item_metadata(int(step))[name]
+    except Exception:  # noqa: BLE001 - no metadata to compare: orbax's own error stands.
+      return
+    saved = getattr(saved, "tree", saved)
+    want = {
+      jax.tree_util.keystr(p): x.shape for p, x in jax.tree_util.tree_leaves_with_path(abstract)
+    }
+    have = {
+      jax.tree_util.keystr(p): tuple(x.shape)
+      for p, x in jax.tree_util.tree_leaves_with_path(saved)
+      if hasattr(x, "shape")
+    }
+    bad = [f"{k} saved {have[k]}, wanted {tuple(v)}" for k, v in want.items() if k in have
+           and tuple(have[k]) != tuple(v)]  # fmt: skip
+    if bad:
+      raise CheckpointError(
+        f"checkpoint {self.directory / str(step)} was written by another model: "
+        + "; ".join(bad[:5])
+        + (f" (and {len(bad) - 5} more)" if len(bad) > 5 else "")
+        + ": use the config that wrote it, or a new workdir"
+      )
+
   def _restore(self, step: int, **items):
     path = self.directory / str(step)
+    for name, arg in items.items():
+      if isinstance(arg, ocp.args.StandardRestore) and arg.item is not None:
+        self._check_shapes(step, name, arg.item)
     try:
       return self._manager.restore(int(step), args=ocp.args.Composite(**items))
     except Exception as e:

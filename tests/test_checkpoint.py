@@ -76,3 +76,16 @@ def test_params_item_reads_alone_with_or_without_a_target(tmp_path):
   onto = ck.restore_params(3, target)
   assert onto["params"]["b"].sharding == state["params"]["b"].sharding
   ck.close()
+
+
+def test_another_models_checkpoint_is_refused_naming_the_leaf(tmp_path):
+  ck = checkpoint.Checkpointer(tmp_path / "c")
+  state = {"net": {"w": jnp.ones((3, 4))}, "b": jnp.zeros(2)}
+  ck.save(1, state, state, {}, force=True)
+  ck.wait()
+  wider = {"net": {"w": jnp.ones((3, 5))}, "b": jnp.zeros(2)}
+  with pytest.raises(
+    checkpoint.CheckpointError, match=r"\['net'\]\['w'\] saved \(3, 4\), wanted \(3, 5\)"
+  ):
+    ck.restore(1, checkpoint.abstract_like(wider))
+  ck.close()

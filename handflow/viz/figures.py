@@ -119,31 +119,47 @@ def overlay_png(
   return _png(plt, fig)
 
 
+_NOT_CURVES = ("step", "loss", "nonfinite", "skipped", "steps_per_s")
+
+
 def curve_png(rows: list[dict], final: dict, curves, reference=None) -> bytes:
-  """The loss and its terms against the step; the periodic validation metrics `curves`
-  [(key in rows, label)], with `reference` (key in `final`, label) as a horizontal line."""
-  plt, (fig, axes) = _figure(1, 2, figsize=(11, 3.8))
+  """Three panels: the training loss and its terms; the training-time metrics (gradient norm,
+  the method's diagnostics: not losses); the periodic validation metrics `curves` [(key in
+  rows, label)], with `reference` (key in `final`, label) as a horizontal line."""
+  plt, (fig, axes) = _figure(1, 3, figsize=(15, 3.8))
   train_rows = [r for r in rows if "loss" in r]
   steps = np.array([r["step"] for r in train_rows])
+  series = lambda key: np.array([r.get(key, np.nan) for r in train_rows], dtype=float)
   for key in ["loss"] + sorted(k for k in train_rows[0] if k.startswith("loss/")):
-    vals = np.array([r.get(key, np.nan) for r in train_rows], dtype=float)
+    vals = series(key)
     if np.all(~np.isfinite(vals)) or np.nanmax(np.abs(vals)) == 0:
       continue
     axes[0].plot(steps, vals, label=key, lw=2 if key == "loss" else 1)
   axes[0].set_yscale("symlog", linthresh=1e-3)
-  axes[0].set_xlabel("step")
-  axes[0].set_title("training loss and its terms (weighted total, raw terms)", fontsize=9)
+  axes[0].set_title("training loss (bold: weighted total) and its raw terms", fontsize=9)
   axes[0].legend(fontsize=6, ncol=2)
+  others = sorted(
+    k for k in train_rows[0] if k not in _NOT_CURVES and not k.startswith(("loss/", "eval/"))
+  )
+  for key in others:
+    vals = series(key)
+    if np.any(np.isfinite(vals)):
+      axes[1].plot(steps, vals, label=key, lw=1)
+  axes[1].set_yscale("symlog", linthresh=1e-2)
+  axes[1].set_title("training metrics (not losses)", fontsize=9)
+  if others:
+    axes[1].legend(fontsize=6)
   for key, label in curves:
     ev = [r for r in rows if key in r]
     if ev:
-      axes[1].plot([r["step"] for r in ev], [r[key] for r in ev], marker="o", label=label)
+      axes[2].plot([r["step"] for r in ev], [r[key] for r in ev], marker="o", label=label)
   if reference is not None and final.get(reference[0]) is not None:
-    axes[1].axhline(final[reference[0]], color="k", ls="--", lw=1, label=reference[1])
-  axes[1].set_xlabel("step")
-  if axes[1].get_legend_handles_labels()[0]:
-    axes[1].legend(fontsize=7)
-  axes[1].set_title("validation split during training", fontsize=9)
+    axes[2].axhline(final[reference[0]], color="k", ls="--", lw=1, label=reference[1])
+  if axes[2].get_legend_handles_labels()[0]:
+    axes[2].legend(fontsize=7)
+  axes[2].set_title("validation split during training", fontsize=9)
+  for ax in axes:
+    ax.set_xlabel("step")
   return _png(plt, fig)
 
 
