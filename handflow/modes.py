@@ -131,7 +131,8 @@ def write_predictions(method, params, extra, batches, mesh, workdir, config=None
     n = exports.write_meshes(workdir / "meshes", arrays, np.asarray(model.faces), limit, title)
     print(f"handflow: wrote {n} mesh files (.obj) to {workdir / 'meshes'}")
   if overlays:
-    print(f"handflow: wrote {overlays} overlays to {workdir / 'overlays'}")
+    n = len(list((workdir / "overlays").glob("*.png")))
+    print(f"handflow: wrote {n} overlays ({overlays} samples) to {workdir / 'overlays'}")
   line = exports.write_submission(config, arrays, workdir)
   if line:
     print(f"handflow: {line}")

@@ -384,6 +384,7 @@ def train_and_evaluate(config, workdir, method, train_batches, evaluate: Callabl
   def log_eval(step):
     results = evaluate(state.eval_params, state.extra)
     writer.write(step, {f"eval/{k}": v for k, v in results.items()})
+    progress.line(f"validation at step {step}: {writers.headline(results)}")
 
   prev, out = None, None
   with _Stop() as stop:

@@ -111,6 +111,13 @@ def read_jsonl(path) -> list[dict]:
   return rows
 
 
+def headline(results: dict, n: int = 4) -> str:
+  """The first few metrics of an evaluation, mean errors first, for a console line."""
+  keys = sorted(results, key=lambda k: (not k.endswith("MPJPE"), "AUC" in k, k))
+  shown = [f"{k} {float(results[k]):.4g}" for k in keys[:n]]
+  return ", ".join(shown) + (f" (+{len(keys) - n} in metrics.jsonl)" if len(keys) > n else "")
+
+
 class Progress:
   """Step rate and ETA; `tick(step)` after each step, `compiled(seconds)` once."""
 
@@ -126,6 +133,11 @@ class Progress:
     if self.active:
       print(f"compiled the train step in {seconds:.1f} s", file=self.stream, flush=True)
     self.t0 = self.last = time.perf_counter()
+
+  def line(self, text: str):
+    """One line of its own (ends an updating progress line first)."""
+    if self.active:
+      print(("\n" if self.tty else "") + text, file=self.stream, flush=True)
 
   def rate(self, step: int) -> float:
     done = step - self.start

@@ -46,6 +46,9 @@ def test_tiny_ust_trains_reports_evaluates_and_predicts(tmp_path):
   assert summary["name"] == "open_hand_right" and summary["batch"] == [8, 2]
   assert 0.16 < summary["hand_length_m"] < 0.21
   assert "synthetic_hands ready in" in r.stdout  # the embedded data is prepared on first use
+  # A quiet console: no library INFO, TF's oneDNN notice, TFDS's own lines or progress bars.
+  for noise in ("oneDNN", "dataset_builder.py", "Downloading and preparing", "examples/s"):
+    assert noise not in r.stdout + r.stderr, noise
   assert "trained ust for 4 steps" in r.stdout and "## Test split (mm)" in r.stdout
   results = json.loads((wd / "results.json").read_text())
   for who in ("trained", "untrained"):
@@ -53,6 +56,7 @@ def test_tiny_ust_trains_reports_evaluates_and_predicts(tmp_path):
       assert results[who][key] > 0, (who, key)
   for png in ("overlay.png", "training_curve.png"):
     assert (wd / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert "test/overlay" in _tensorboard_tags(wd / "tb")  # beside the curves
   assert "teacher: pseudo-labels triangulated" in (wd / "results.md").read_text()
   # 3D radii chosen on validation, scored on test.
   for lv in ("50", "90"):
@@ -74,6 +78,17 @@ def test_tiny_ust_trains_reports_evaluates_and_predicts(tmp_path):
     assert pred["joints"].shape == (2, 2, 21, 3) and pred["vertices"].shape == (2, 2, 1669, 3)
     assert pred["uncertainty"].shape == (2, 2, 21) and pred["uv_mode"].shape == (2, 2, 2, 21, 2)
     assert pred["stage1_joints"].shape == (2, 2, 21, 3) and pred["uv_hypotheses"].shape[-2] == 3
+
+
+def _tensorboard_tags(directory) -> set:
+  import tensorflow as tf
+
+  return {
+    v.tag
+    for f in directory.glob("events.out.tfevents.*")
+    for e in tf.compat.v1.train.summary_iterator(str(f))
+    for v in e.summary.value
+  }
 
 
 def _predict_wrote_meshes_and_overlays(wd, config):
