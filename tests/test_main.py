@@ -277,3 +277,36 @@ def test_tiny_handmim_pretrains_fine_tunes_and_compares(tmp_path):
   pre_rows = [json.loads(x) for x in (wd / "pretrain" / "metrics.jsonl").read_text().splitlines()]
   assert all(np.isfinite(pre_rows[0][f"loss/{k}"]) for k in ("cls", "patch", "keypoints", "pixels"))
   assert "| freihand/PA-MPVPE |" in (wd / "results.md").read_text()
+
+
+def test_sigterm_mid_run_saves_says_how_to_resume_and_writes_no_report(tmp_path):
+  """The entry under a real SIGTERM: a whole checkpoint, one line naming the step, exit 143, no
+  final report (its unit, the loop under both signals, is `tests/test_train.py`)."""
+  import signal
+  import time
+
+  wd = tmp_path / "wd"
+  args = ["--config=configs/ust.py:tiny", f"--workdir={wd}",
+          f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.num_steps=100000",
+          "--config.checkpoint.every=3", "--config.log_every=1000"]  # fmt: skip
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.Popen(
+    [sys.executable, "-m", "handflow.main", *args],
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  t0 = time.time()
+  while not (wd / "checkpoints" / "3").exists():
+    assert proc.poll() is None and time.time() - t0 < 240, proc.communicate()[1][-2000:]
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 143, err[-2000:]
+  line = [ln for ln in err.splitlines() if ln.startswith("handflow: stopped by SIGTERM")]
+  assert len(line) == 1 and "Run the same command again to resume" in line[0], err[-2000:]
+  step = int(line[0].split(" at step ")[1].split()[0])
+  assert (wd / "checkpoints" / str(step)).exists() and "Traceback" not in err
+  assert not (wd / "results.md").exists() and "trained ust" not in out
