@@ -6,12 +6,16 @@
   `config.predict.meshes` limits how many (-1: all).
 - `overlays/`: per sample, the predicted mesh shaded over its views with skeletons, ground truth
   and hypotheses (`viz.figures.overlay_png`); `config.predict.overlays` of them (0: none).
-- the official submission file where the test split is a benchmark's evaluation set:
-  FreiHAND's `pred.json` (camera frame, OpenPose order, metres, in evaluation order by image id;
-  it needs MANO's 778 vertices, so a run with the open hand gets a line saying why there is
-  none). HO3D and DexYCB clips are windows of their sequences, and their official files list
-  images: `eval.submission` writes them from per-image predictions, but predict does not map
-  clips back to that list yet (said in one line).
+- the benchmark's submission file (`eval.submission`), rows mapped back to its official image
+  list through the stored clips' sequence, frame ids and cameras (`pipeline.clip_records`):
+  FreiHAND's `freihand_pred.json` (by image id); DexYCB's toolkit result text for the test
+  split of the configured setup (the toolkit's index: `dexycb.result_offsets`); HO3D's
+  `ho3d_pred.json` in evaluation.txt's order, HO3D order, OpenGL frame. Clip methods' world
+  predictions are moved into every view's camera. FreiHAND and HO3D need MANO's 778 vertices,
+  so a run with the open hand gets a line saying why there is none; a file that does not cover
+  the whole list says how much it covers. HO3D's evaluation ground truth is not public, and
+  the builder makes its test split only where it is: predicting the unlabelled evaluation
+  list for the server is not supported yet.
 Every file is written atomically.
 """
 
@@ -19,11 +23,14 @@ from __future__ import annotations
 
 import io
 
+import jax
 import numpy as np
 from etils import epath
 
 from handflow import files
+from handflow.data import dexycb, ho3d, ho3d_cameras, pipeline
 from handflow.eval import submission
+from handflow.hand import conventions
 
 
 def obj_text(verts, faces, header: str = "") -> str:
@@ -58,26 +65,123 @@ def write_meshes(directory, arrays: dict, faces, limit: int, title: str) -> int:
 
 
 def write_submission(config, arrays: dict, workdir) -> str:
-  """The benchmark's submission file if the test split is one; returns a line saying what
+  """The benchmark's submission file if the dataset is a benchmark; returns a line saying what
   was written, or why nothing was ("" when the dataset is not a benchmark)."""
   name = config.data.name
-  if name in ("ho3d", "dexycb"):
-    return (
-      f"no {name} submission file: predict's clips are windows of sequences, not the official "
-      "image list (write one from per-image predictions with handflow.eval.submission)"
-    )
-  if name != "freihand":
+  writer = {"freihand": _freihand, "dexycb": _dexycb, "ho3d": _ho3d}.get(name)
+  if writer is None:
     return ""
+  if jax.process_count() > 1:
+    return (
+      f"no {name} submission file from a {jax.process_count()}-process run: each process "
+      "holds its own predictions-*.npz (write one from all of them with handflow.eval.submission)"
+    )
+  try:
+    return writer(config, arrays, epath.Path(workdir))
+  except ValueError as e:  # the writers' and the manual builders' named errors
+    return f"no {name} submission file: {e}"
+
+
+def camera_frame(arrays: dict, records: dict) -> tuple[list, np.ndarray, np.ndarray]:
+  """Per predicted image: ([(clip_id, frame, view)], joints [m, 21, 3], vertices [m, V, 3]) in
+  that image's camera frame, metres. Single-image predictions carry them (`joints_cam`);
+  clip predictions (`joints [n, t, 21, 3]`, world) are moved with the clip's stored
+  `T_cam_world [t, v, 4, 4]` into each of its views."""
+  if "image_id" in arrays:  # image_id = clip_id * t * v + frame * v + view (pipeline)
+    t, v = next(iter(records.values()))["T_cam_world"].shape[:2]
+    keys = [(c, *divmod(r, v)) for c, r in (divmod(int(i), t * v) for i in arrays["image_id"])]
+    return keys, np.asarray(arrays["joints_cam"])[:, 0], np.asarray(arrays["vertices_cam"])[:, 0]
+  keys, joints, verts = [], [], []
+  for i, clip in enumerate(np.asarray(arrays["clip_id"])):
+    T_cam_world = records[int(clip)]["T_cam_world"]
+    for f in range(T_cam_world.shape[0]):
+      for view in range(T_cam_world.shape[1]):
+        R, t = T_cam_world[f, view, :3, :3], T_cam_world[f, view, :3, 3]
+        keys.append((int(clip), f, view))
+        joints.append(np.asarray(arrays["joints"][i, f]) @ R.T + t)
+        verts.append(np.asarray(arrays["vertices"][i, f]) @ R.T + t)
+  return keys, np.stack(joints), np.stack(verts)
+
+
+def _records(config, keys) -> dict:
+  if not config.data.get("manual_dir", ""):
+    raise ValueError("its image list is read from the download: set config.data.manual_dir")
+  return pipeline.clip_records(config, config.data.get("test_split", "test"), keys)
+
+
+def _subset_note(written: int, total: int) -> str:
+  return "" if written == total else f" (a subset: {written:,} of {total:,})"
+
+
+def _freihand(config, arrays, workdir) -> str:
   if "joints_cam" not in arrays:
-    return "no freihand submission file: this method predicts no camera-frame joints"
+    raise ValueError("this method predicts no camera-frame joints")
   order = np.argsort(np.asarray(arrays["image_id"]))
   joints = np.asarray(arrays["joints_cam"])[order, 0]
   verts = np.asarray(arrays["vertices_cam"])[order, 0]
-  path = epath.Path(workdir) / "freihand_pred.json"
-  full = len(joints) == submission.OFFICIAL_SIZES["freihand"]
-  try:
-    submission.write_freihand(path, joints, verts, allow_subset=not full)
-  except ValueError as e:
-    return f"no freihand submission file: {e}"
-  part = "" if full else f" (a subset: {len(joints)} of {submission.OFFICIAL_SIZES['freihand']})"
-  return f"wrote the FreiHAND submission {path}{part}"
+  path = workdir / "freihand_pred.json"
+  total = submission.OFFICIAL_SIZES["freihand"]
+  submission.write_freihand(path, joints, verts, allow_subset=len(joints) != total)
+  return f"wrote the FreiHAND submission {path}{_subset_note(len(joints), total)}"
+
+
+def _dexycb(config, arrays, workdir) -> str:
+  """The toolkit's result text for the test split (any setup): one line per predicted image,
+  indexed as the toolkit enumerates the split (`dexycb.result_offsets`)."""
+  d = config.data
+  split = pipeline.base_split(d.get("test_split", "test"))
+  records = _records(config, ("sequence", "frame_ids", "serials", "T_cam_world"))
+  offsets, total = dexycb.result_offsets(
+    d.manual_dir, d.get("setup", "s0"), split, bool(d.get("subset", False))
+  )
+  keys, joints, _ = camera_frame(arrays, records)
+  index = np.asarray(
+    [
+      offsets[(records[c]["sequence"], records[c]["serials"][v].decode())]
+      + int(records[c]["frame_ids"][f])
+      for c, f, v in keys
+    ]
+  )
+  order = np.argsort(index)
+  path = workdir / f"dexycb_{d.get('setup', 's0')}_{dexycb.TOOLKIT_SPLITS[split]}_results.txt"
+  submission.write_dexycb(path, joints[order], index[order])
+  short = int(d.get("frames", 1)) > 1 or d.get("hands", "both") != "both"
+  hint = (
+    "; clips of several frames leave out sequence tails and hands='right' the left hands: "
+    "data.frames=1, data.hands='both' predict every labelled image"
+    if short
+    else ""
+  )
+  return (
+    f"wrote the DexYCB result file {path}: {len(index):,} of the split's {total:,} images "
+    f"(the toolkit scores every labelled one{hint})"
+  )
+
+
+def _ho3d(config, arrays, workdir) -> str:
+  """HO3D's pred.json in evaluation.txt's order, HO3D keypoint order, OpenGL camera frame.
+  The builder makes the test split from evaluation.txt only where its ground truth is present."""
+  d = config.data
+  if pipeline.base_split(d.get("test_split", "test")) != "test":
+    raise ValueError(f"the test split is '{d.test_split}', not HO3D's evaluation list")
+  version, subset = int(d.get("version", 3)), bool(d.get("subset", False))
+  records = _records(config, ("sequence", "frame_ids", "T_cam_world"))
+  rows = ho3d.evaluation_rows(d.manual_dir, version, subset)
+  cams = None
+  if int(d.get("views", 1)) > 1:  # multi-camera clips: `sequence` names the group
+    cams = ho3d_cameras.camera_groups(epath.Path(d.manual_dir), ho3d.Ho3dError)
+  keys, joints, verts = camera_frame(arrays, records)
+  index = []
+  for c, f, v in keys:
+    seq = records[c]["sequence"] if cams is None else cams[records[c]["sequence"]][v][0]
+    frame = int(records[c]["frame_ids"][f])
+    if (seq, frame) not in rows:
+      raise ValueError(f"{seq}/{frame:04d} is not in evaluation.txt")
+    index.append(rows[(seq, frame)])
+  order = np.argsort(index)
+  joints = ho3d.to_ho3d_frame(joints[order][:, list(conventions.HO3D_FROM_OPENPOSE)])
+  path = workdir / "ho3d_pred.json"
+  submission.write_ho3d(
+    path, joints, ho3d.to_ho3d_frame(verts[order]), version=version, allow_subset=True
+  )
+  return f"wrote the HO3D v{version} submission {path}{_subset_note(len(index), len(rows))}"

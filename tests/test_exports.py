@@ -42,7 +42,7 @@ def _freihand(n_verts):
 def test_freihand_submission_in_evaluation_order(tmp_path):
   config, arrays = _freihand(778)
   line = exports.write_submission(config, arrays, tmp_path)
-  assert "wrote the FreiHAND submission" in line and "a subset: 3 of 3960" in line
+  assert "wrote the FreiHAND submission" in line and "a subset: 3 of 3,960" in line
   joints, verts = submission.read_json_pair(tmp_path / "freihand_pred.json")
   order = np.argsort(arrays["image_id"])  # row k of the file is evaluation image k
   np.testing.assert_allclose(joints, arrays["joints_cam"][order, 0], atol=1e-6)
@@ -50,7 +50,7 @@ def test_freihand_submission_in_evaluation_order(tmp_path):
 
 
 @pytest.mark.parametrize("name, match", [("freihand", "MANO's [samples, 778, 3]"),
-                                         ("dexycb", "not the official image list")])  # fmt: skip
+                                         ("dexycb", "set config.data.manual_dir")])  # fmt: skip
 def test_no_submission_says_why(tmp_path, name, match):
   config, arrays = _freihand(1669)  # the open hand: not MANO's topology
   config.data.name = name

@@ -330,6 +330,31 @@ class Dexycb(tfds.core.GeneratorBasedBuilder):
             clip_id += 1
 
 
+# Our split names -> the toolkit's (its result files index the toolkit's own splits).
+TOOLKIT_SPLITS = {"train": "train", "validation": "val", "test": "test"}
+
+
+def result_offsets(root, setup: str, split: str, subset=False) -> tuple[dict, int]:
+  """Where the toolkit's result file puts each image of a split: ({(sequence, serial): the
+  index of its frame 0}, the split's image count); frame f of that camera is offset + f. The
+  toolkit enumerates the split's subjects, their sequences (both hands, labelled or not),
+  cameras, then frames, so every sequence's `num_frames` counts."""
+  root = pathlib.Path(root)
+  subject_ids, camera_ids, sequence_ids = SETUPS[setup][split]
+  sequences = scan(root, subset)
+  offsets, n = {}, 0
+  for si in subject_ids:
+    for qi in sequence_ids:
+      if SUBJECTS[si] not in sequences or qi >= len(sequences[SUBJECTS[si]]):
+        continue  # a declared subset
+      seq = f"{SUBJECTS[si]}/{sequences[SUBJECTS[si]][qi]}"
+      count = num_frames(_yaml(root / seq / "meta.yml"), root / seq / "meta.yml")
+      for c in camera_ids:
+        offsets[(seq, SERIALS[c])] = n
+        n += count
+  return offsets, n
+
+
 def _clips(root, seq, serial, count, t):
   """Windows of t consecutive labelled frames (read from one camera: labels are per frame)."""
   labelled = [

@@ -243,6 +243,16 @@ class Ho3d(tfds.core.GeneratorBasedBuilder):
       raise Ho3dError(f"HO3D: {gt[0]} / {gt[1]} have {n} entries, evaluation.txt {len(entries)}")
 
 
+def evaluation_rows(root, version: int, subset: bool) -> dict[tuple[str, int], int]:
+  """{(sequence, frame): its line in evaluation.txt}: the row order of HO3D's pred.json."""
+  return {e: i for i, e in enumerate(read_list(root, "evaluation", version, subset))}
+
+
+def to_ho3d_frame(points_cv):
+  """[..., n, 3] OpenCV camera frame -> OpenGL (HO3D's; keypoint order unchanged)."""
+  return np.asarray(points_cv) @ OPENGL_TO_OPENCV
+
+
 def _meta_path(root, folder, seq, frame):
   return root / folder / seq / "meta" / f"{frame:04d}.pkl"
 

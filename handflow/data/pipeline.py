@@ -348,6 +348,21 @@ def check_splits(config, *splits):
     )
 
 
+def clip_records(config, split: str, keys) -> dict[int, dict]:
+  """{clip_id: {key: value}} of a split's stored clips, images left undecoded: how predict
+  maps its rows back to a benchmark's image list (sequence, frame ids, cameras). Text is str."""
+  builder = _builder_or_error(config)
+  keys = ("clip_id", *(k for k in keys if k != "clip_id"))
+  decoders = tfds.decode.PartialDecoding({k: True for k in keys})
+  ds = builder.as_dataset(split=split, decoders=decoders, shuffle_files=False)
+  out = {}
+  for ex in _checked(config, tfds.as_numpy(ds)):
+    out[int(ex["clip_id"])] = {
+      k: ex[k].decode() if isinstance(ex[k], bytes) else ex[k] for k in keys
+    }
+  return out
+
+
 def _check_pseudo_labels(config, batch):
   """A real dataset built without any detector labels would train on nothing: say so."""
   builder = _builder_or_error(config)

@@ -10,7 +10,9 @@ import tensorflow_datasets as tfds
 import yaml
 
 from configs import ust
+from handflow import exports
 from handflow.data import dexycb, manual, pipeline, prepare
+from handflow.eval import submission
 from handflow.geometry import cameras
 
 SUBJECT = dexycb.SUBJECTS[2]  # in s0's train (sequences i % 5 != 4) and test (i % 5 == 4)
@@ -120,6 +122,22 @@ def test_s0_multiview_splits_projections_and_skipped_frames(root, tmp_path):
   # No detection: the crop holds the whole (wide) image, so every joint inside it stays inside.
   inside = batch["visible"][0]
   assert inside.any() and np.all((batch["uv"][0][inside] >= 0) & (batch["uv"][0][inside] <= 31))
+  # predict's result file: world predictions moved into each camera, at the toolkit's index
+  # (subject 2 is s0 test's first present subject: camera c's frame f is line c * FRAMES + f).
+  arrays = {
+    "clip_id": ex["clip_id"][None],
+    "joints": ex["xyz"][None],
+    "vertices": np.zeros((1, 2, 5, 3)),
+  }
+  line = exports.write_submission(config, arrays, tmp_path)
+  assert "16 of the split's 24 images" in line and "data.frames=1" in line
+  index, joints = submission.read_dexycb(tmp_path / "dexycb_s0_test_results.txt")
+  want = [c * FRAMES + f for c in range(8) for f in (0, 1)]
+  assert sorted(index.tolist()) == want and list(index) == sorted(index)
+  for i, row in zip(index, joints, strict=True):
+    serial, f = dexycb.SERIALS[i // FRAMES], i % FRAMES
+    lab = np.load(seq / serial / f"labels_{f:06d}.npz")["joint_3d"][0]
+    np.testing.assert_allclose(row, lab, atol=2e-4)  # 0.1 mm text precision + float32
 
 
 def test_s2_is_per_camera_and_labels_are_read(root, tmp_path):
@@ -139,6 +157,23 @@ def test_s2_is_per_camera_and_labels_are_read(root, tmp_path):
   np.testing.assert_array_equal(ex["T_cam_world"][0, 0], np.eye(4))
   lab = np.load(root / SUBJECT / "20200820_100000" / dexycb.SERIALS[3] / "labels_000000.npz")
   np.testing.assert_allclose(ex["xyz"][0], lab["joint_3d"][0], atol=1e-6)
+  # Single-image predictions (image_id, camera-frame joints) of s2's test camera: sequence q's
+  # frame f is line q * FRAMES + f of the toolkit's list; the unlabelled image has none.
+  test = list(tfds.as_numpy(b.as_dataset(split="test")))
+  arrays = {
+    "image_id": np.array([e["clip_id"] for e in test]),
+    "joints_cam": np.stack([e["xyz"] for e in test]),
+    "vertices_cam": np.zeros((len(test), 1, 5, 3)),
+  }
+  line = exports.write_submission(config, arrays, tmp_path)
+  assert "14 of the split's 15 images" in line and "data.frames" not in line
+  index, joints = submission.read_dexycb(tmp_path / "dexycb_s2_test_results.txt")
+  assert index.tolist() == [i for i in range(15) if divmod(i, FRAMES) != UNLABELLED]
+  q, f = divmod(int(index[5]), FRAMES)
+  seq = root / SUBJECT / f"20200820_1{q:05d}" / dexycb.SERIALS[7]
+  np.testing.assert_allclose(
+    joints[5], np.load(seq / f"labels_{f:06d}.npz")["joint_3d"][0], atol=2e-4
+  )
 
 
 def test_missing_file_and_count_are_named(root, tmp_path):

@@ -10,7 +10,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import ust
+from handflow import exports
 from handflow.data import ho3d, manual, pipeline, prepare
+from handflow.eval import submission
 from handflow.hand import conventions
 
 TRAIN = {"ABF10": [0, 1, 2], "MC1": [0, 1, 2, 3]}
@@ -93,6 +95,20 @@ def test_clips_frames_order_and_projection(tmp_path, version):
   gt = np.asarray(json.loads((root / "evaluation_verts.json").read_text()))
   np.testing.assert_allclose(test["verts"], gt * [1, -1, -1], atol=1e-6)
   assert test["has_verts"].all()
+  # predict's pred.json gives back the evaluation ground truth it was made from: evaluation.txt
+  # order, HO3D keypoint order, OpenGL frame.
+  arrays = {
+    "clip_id": test["clip_id"][None],
+    "joints": test["xyz"][None],
+    "vertices": test["verts"][None],
+  }
+  line = exports.write_submission(config, arrays, tmp_path)
+  assert line.startswith(f"wrote the HO3D v{version} submission") and "subset" not in line
+  joints, verts = submission.read_json_pair(tmp_path / "ho3d_pred.json")
+  np.testing.assert_allclose(
+    joints, json.loads((root / "evaluation_xyz.json").read_text()), atol=2e-6
+  )
+  np.testing.assert_allclose(verts, gt, atol=2e-6)
 
 
 def test_official_sizes_and_named_errors(tmp_path):
