@@ -58,7 +58,9 @@ def run(mode: str, config, workdir):
   method = registry.make(config)
   s = splits(config)
   pipeline.check_splits(
-    config, *((s["train"], s["eval"], s["test"]) if mode == "train" else (s["test"],))
+    config,
+    *((s["train"], s["eval"], s["test"]) if mode == "train" else (s["test"],)),
+    labelled=mode != "predict",
   )
   mesh = sharding.make_mesh(dict(config.get("mesh", {"data": -1})))
   workdir = epath.Path(workdir)

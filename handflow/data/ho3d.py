@@ -17,8 +17,12 @@ T_cam_world = I), keypoints reordered to OpenPose. With `views=V > 1` (v3), a cl
 simultaneous frames of the first V cameras of each calibrated multi-camera group, in the
 group's common frame (`ho3d_cameras`).
 `train` comes from train.txt (frames without a hand annotation are skipped); `test` from
-evaluation.txt, only when the evaluation ground truth is present (HO3D scores evaluation on its
-server otherwise). With `mano_dir`, training clips carry the fits' meshes (`handPose` is
+evaluation.txt when the evaluation ground truth is present. Without it (HO3D scores evaluation on
+its server) the same list becomes the unlabelled `evaluation` split: joints NaN (`visible` all
+false, `has_verts` false), for `--mode=predict --config.data.test_split=evaluation`, which
+writes the server's pred.json. Every clip carries the meta's `handBoundingBox` as `box [t, v,
+4]` (x0, y0, x1, y1 pixels; NaN where the meta has none): the pipeline crops around it where no
+pseudo-label is confident. With `mano_dir`, training clips carry the fits' meshes (`handPose` is
 absolute: flat_hand_mean=True, as HO3D's own forward kinematics). The
 official list sizes are enforced unless `subset` is set.
 """
@@ -41,6 +45,7 @@ HEIGHT, WIDTH = 480, 640
 SIZES = {2: (66_034, 11_524), 3: (78_297, 20_137)}
 EXTENSION = {2: "png", 3: "jpg"}
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0])
+UNLABELLED_SPLITS = ("evaluation",)  # predict only (pipeline.check_splits)
 OPENPOSE_FROM_HO3D = tuple(conventions.HO3D_FROM_OPENPOSE.index(i) for i in range(21))
 
 
@@ -120,8 +125,11 @@ class Ho3dConfig(tfds.core.BuilderConfig):
 class Ho3d(tfds.core.GeneratorBasedBuilder):
   """HO-3D: single-camera hand-object sequences with MANO fits (v2, v3)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "train.txt / evaluation.txt clips, OpenCV frame, OpenPose order."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+    "1.0.0": "train.txt / evaluation.txt clips, OpenCV frame, OpenPose order.",
+    "1.1.0": "The unlabelled `evaluation` split where the ground truth is absent; `box`.",
+  }
   BUILDER_CONFIGS = [Ho3dConfig.make()]
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
     "Download HO-3D (v2 or v3) from https://github.com/shreyashampali/ho3d, unpack it, and pass "
@@ -134,6 +142,7 @@ class Ho3d(tfds.core.GeneratorBasedBuilder):
     extra = {
       "sequence": f.Text(),  # multi-camera clips: the group (e.g. ABF1)
       "frame_ids": f.Tensor(shape=(cfg.frames,), dtype=np.int64),
+      "box": f.Tensor(shape=(cfg.frames, cfg.views, 4), dtype=np.float32),
     }
     return self.dataset_info_from_configs(
       features=manual.features(
@@ -173,15 +182,20 @@ class Ho3d(tfds.core.GeneratorBasedBuilder):
           raise Ho3dError(f"HO3D: {gt[0]} must list one entry per line of evaluation.txt")
         rows = dict(zip(evaluation, xyz, strict=True))
         splits["test"] = self._generate_multiview(root, "evaluation", evaluation, usable, rows)
+      else:
+        splits["evaluation"] = self._generate_multiview(root, "evaluation", evaluation, usable, {})
       return {k: v for k, v in splits.items() if k == "train" or _any_in(evaluation, usable)}
     splits = {"train": self._generate_examples(root, "train", train, None)}
     if has_gt:
       splits["test"] = self._generate_examples(root, "evaluation", evaluation, gt)
+    else:
+      splits["evaluation"] = self._generate_examples(root, "evaluation", evaluation, None, False)
     return splits
 
   def _generate_multiview(self, root, folder, entries, groups, gt_xyz):
     """Clips of T consecutive frames listed (and, for training, annotated) in every camera of
-    a calibrated group, in the group's common frame."""
+    a calibrated group, in the group's common frame. gt_xyz: None (training), the evaluation
+    ground truth by (sequence, frame), or {} (the unlabelled evaluation list)."""
     cfg = self.builder_config
     if gt_xyz is None:  # training: every camera's frame must be annotated
       keep = lambda seq, f: annotated(read_meta(_meta_path(root, folder, seq, f)))
@@ -191,7 +205,7 @@ class Ho3d(tfds.core.GeneratorBasedBuilder):
     for group, cams in sorted(groups.items()):
       for frames in ho3d_cameras.windows(entries, cams, cfg.frames, keep):
         rows = None
-        if gt_xyz is not None:
+        if gt_xyz:
           rows = {
             (seq, f): (
               _array(gt_xyz[(seq, f)], (21, 3), root / "evaluation_xyz.json", f"{seq}/{f}"),
@@ -200,16 +214,17 @@ class Ho3d(tfds.core.GeneratorBasedBuilder):
             for seq, _ in cams
             for f in frames
           }
-        ex = read_clip(root, folder, cams, frames, cfg, rows)
+        ex = read_clip(root, folder, cams, frames, cfg, rows, labelled=gt_xyz != {})
         yield (
           f"{folder}/{group}/{frames[0]:04d}",
           {"clip_id": clip_id, "sequence": group, "frame_ids": np.asarray(frames), **ex},
         )
         clip_id += 1
 
-  def _generate_examples(self, root, folder, entries, gt):
+  def _generate_examples(self, root, folder, entries, gt, labelled=True):
     """Clips of T consecutive listed frames, in the list's order. The evaluation ground truth
-    (one row per list entry) is streamed along, so one clip is held at a time."""
+    (one row per list entry) is streamed along, so one clip is held at a time; `labelled`
+    False: the unlabelled evaluation list (every listed frame, no joints)."""
     cfg = self.builder_config
     rows = iter([None] * len(entries))
     if gt is not None:
@@ -218,7 +233,7 @@ class Ho3d(tfds.core.GeneratorBasedBuilder):
     window, clip_id, n = [], 0, 0
     for (seq, frame), row in zip(entries, rows, strict=False):
       n += 1
-      if gt is None and not annotated(read_meta(_meta_path(root, folder, seq, frame))):
+      if labelled and gt is None and not annotated(read_meta(_meta_path(root, folder, seq, frame))):
         window = []  # training: a frame without a hand annotation breaks the clip
         continue
       if window and (window[-1][0] != seq or window[-1][1] != frame - 1):
@@ -233,13 +248,13 @@ class Ho3d(tfds.core.GeneratorBasedBuilder):
       if len(window) == cfg.frames:
         frames = np.asarray([f for _, f, _ in window])
         rows = {(seq, f): r for _, f, r in window if r is not None}
-        ex = read_clip(root, folder, [(seq, np.eye(4))], list(frames), cfg, rows)
+        ex = read_clip(root, folder, [(seq, np.eye(4))], list(frames), cfg, rows, labelled)
         yield (
           f"{folder}/{seq}/{frames[0]:04d}",
           {"clip_id": clip_id, "sequence": seq, "frame_ids": frames, **ex},
         )
         clip_id, window = clip_id + 1, []
-    if n != len(entries):
+    if gt is not None and n != len(entries):
       raise Ho3dError(f"HO3D: {gt[0]} / {gt[1]} have {n} entries, evaluation.txt {len(entries)}")
 
 
@@ -267,21 +282,28 @@ def _any_in(entries, groups) -> bool:
   return any(seq in seqs for seq, _ in entries)
 
 
-def read_clip(root, folder, cameras, frames, cfg, rows=None) -> dict:
+def read_clip(root, folder, cameras, frames, cfg, rows=None, labelled=True) -> dict:
   """One clip's arrays and images [t * v], every file checked. cameras: [(sequence,
   T_world_cam)] (one camera with the identity for single-view clips); rows: {(sequence,
-  frame): (joints, verts or None)} evaluation ground truth in HO3D's frame and order."""
+  frame): (joints, verts or None)} evaluation ground truth in HO3D's frame and order;
+  labelled False: joints NaN, no mesh (the unlabelled evaluation list)."""
   ext = EXTENSION[cfg.ho3d_version]
   rows = rows or {}
   T_world_cam = np.stack([T for _, T in cameras])
-  K, xyz, verts, has_verts, images, uv_pl, conf = [], [], [], [], [], [], []
+  K, xyz, verts, has_verts, images, uv_pl, conf, box = [], [], [], [], [], [], [], []
   for f in frames:
     joints, meshes = [], []
     for seq, _ in cameras:
       path = _meta_path(root, folder, seq, f)
       meta = read_meta(path)
       K.append(_array(meta.get("camMat"), (3, 3), path, "camMat"))
-      if (seq, f) in rows:
+      has_box = meta.get("handBoundingBox") is not None
+      box.append(
+        _array(meta["handBoundingBox"], (4,), path, "handBoundingBox") if has_box else [np.nan] * 4
+      )
+      if not labelled:
+        joints_gl, verts_gl = np.full((21, 3), np.nan), None
+      elif (seq, f) in rows:
         joints_gl, verts_gl = rows[(seq, f)]
       else:
         joints_gl = _array(meta.get("handJoints3D"), (21, 3), path, "handJoints3D")
@@ -315,6 +337,7 @@ def read_clip(root, folder, cameras, frames, cfg, rows=None) -> dict:
     "conf": np.asarray(conf, np.float32).reshape(t, v, 21),
     "verts": np.asarray(verts, np.float32),
     "has_verts": np.asarray(has_verts),
+    "box": np.asarray(box, np.float32).reshape(t, v, 4),
   }
 
 

@@ -7,7 +7,8 @@ Per example (a clip [t, v, ...]):
 - pseudo-labels from the simulated detector (`pseudo_labels.simulate`, config.data.pseudo_labels),
   deterministic per (split, clip, seed): `uv_pl [t, v, 21, 2]`, `conf [t, v, 21]`;
 - per view and frame, a square crop around the confident pseudo-labels (as a detector-driven
-  crop on real data) and, when training, random scale, rotation and translation: one pixel
+  crop on real data; without one, around the dataset's hand `box` where it ships one, else the
+  whole image) and, when training, random scale, rotation and translation: one pixel
   affine A, applied to the image by TF's projective transform and to the cameras exactly
   (K' = [A; 0 0 1] K), to the pseudo-labels (uv' = A uv) and to the 2D ground truth;
 - colour jitter (train), normalisation; views beyond config.data.views are dropped.
@@ -117,19 +118,23 @@ def _pseudo_labels_fn(config, split):
   return fn
 
 
-def _crop_geometry(uv_pl, conf, uv, K, in_hw, size, train, rng_seed):
+def _crop_geometry(uv_pl, conf, uv, K, box, in_hw, size, train, rng_seed):
   """Per example (NumPy): the pixel affine A [t, v, 2, 3] from the input crop to the network's
-  crop, around the confident pseudo-labels (plus random scale, shift and rotation when
-  training), and what it does to the cameras and points: TF's 8-vector of A^-1 (output ->
-  input pixels) [t, v, 8], K' = [A; 0 0 1] K, A uv_pl (0 where missing) and A uv."""
+  crop, around the confident pseudo-labels (else the dataset's hand box [t, v, 4] where it
+  has one, else the whole input; plus random scale, shift and rotation when training), and
+  what it does to the cameras and points: TF's 8-vector of A^-1 (output -> input pixels)
+  [t, v, 8], K' = [A; 0 0 1] K, A uv_pl (0 where missing) and A uv."""
   rng = np.random.default_rng(rng_seed)
   good = conf > 0.3
-  none = ~np.any(good, -1)  # no confident detection in a view: crop the whole input
+  none = ~np.any(good, -1)  # no confident detection in a view
   good = np.where(none[..., None], True, good)
   lo = np.where(good[..., None], uv_pl, np.inf).min(-2)
   hi = np.where(good[..., None], uv_pl, -np.inf).max(-2)
-  lo = np.where(none[..., None], 0.0, lo)
-  hi = np.where(none[..., None], np.array([in_hw[1], in_hw[0]]) - 1.0, hi)
+  boxed = none & np.isfinite(box).all(-1)
+  whole = np.array([0.0, 0.0, in_hw[1] - 1.0, in_hw[0] - 1.0])
+  fallback = np.where(boxed[..., None], box, whole)
+  lo = np.where(none[..., None], fallback[..., :2], lo)
+  hi = np.where(none[..., None], fallback[..., 2:], hi)
   side = np.maximum((hi - lo).max(-1), 8.0) * 1.3
   ctr = (lo + hi) / 2
   shape = side.shape
@@ -184,14 +189,15 @@ def _example_fn(config, split, train, seed):
     else:
       uv_pl, conf = tf.numpy_function(pl_fn, [uv, visible, T, clip_id], [tf.float32, tf.float32])
     t, v, in_hw = images.shape[0], images.shape[1], tuple(images.shape[2:4])
+    box = sl(ex["box"]) if "box" in ex else tf.fill([t, v, 4], float("nan"))
     uv_pl = tf.ensure_shape(uv_pl, [t, v, 21, 2])
     conf = tf.ensure_shape(conf, [t, v, 21])
     # Augmentation differs per draw (the position in the repeated, shuffled stream) and is
     # reproducible; evaluation uses no augmentation.
     aug_seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)])
     transforms, K2, uv_pl2, uv2 = tf.numpy_function(
-      lambda u, c, g, k, s: _crop_geometry(u, c, g, k, in_hw, size, train, s.tolist()),
-      [uv_pl, conf, uv, K, aug_seed],
+      lambda u, c, g, k, b, s: _crop_geometry(u, c, g, k, b, in_hw, size, train, s.tolist()),
+      [uv_pl, conf, uv, K, box, aug_seed],
       [tf.float32] * 4,
     )
     flat = tf.reshape(tf.cast(images, tf.float32) / 255.0, [t * v, *in_hw, 3])
@@ -335,8 +341,9 @@ def base_split(split: str) -> str:
   return split.split("[", 1)[0]
 
 
-def check_splits(config, *splits):
-  """Fails before any work when the prepared dataset lacks a split a mode needs."""
+def check_splits(config, *splits, labelled=True):
+  """Fails before any work when the prepared dataset lacks a split a mode needs, or (with
+  `labelled`) when one is a benchmark's unlabelled evaluation list."""
   builder = _builder_or_error(config)
   missing = [s for s in splits if base_split(s) not in builder.info.splits]
   if missing:
@@ -346,6 +353,15 @@ def check_splits(config, *splits):
       "config.data.train_split / eval_split / test_split (TFDS slices such as 'train[-5%:]' "
       "carve a validation set out of a split)"
     )
+  if labelled:
+    module = prepare.MANUAL_BUILDERS.get(config.data.name)
+    bad = [s for s in splits if base_split(s) in getattr(module, "UNLABELLED_SPLITS", ())]
+    if bad:
+      raise DataError(
+        f"dataset '{config.data.name}': split '{bad[0]}' has no labels (a benchmark's hidden "
+        "evaluation list): it serves --mode=predict only; train, validate and report on "
+        "labelled splits (config.data.train_split / eval_split / test_split)"
+      )
 
 
 def clip_records(config, split: str, keys) -> dict[int, dict]:

@@ -19,6 +19,7 @@ TRAIN = {"ABF10": [0, 1, 2], "MC1": [0, 1, 2, 3]}
 UNANNOTATED = ("MC1", 1)
 EVALUATION = {"SM1": [0, 1]}
 CAM = np.array([[614.0, 0, 320.0], [0, 614.0, 240.0], [0, 0, 1]])
+BOX = (200.0, 150.0, 330.0, 260.0)  # the evaluation meta's handBoundingBox (x0, y0, x1, y1)
 
 
 def _joints_gl(rng):
@@ -44,6 +45,7 @@ def write_fixture(root: pathlib.Path, seed: int = 0, version: int = 3) -> pathli
         else:  # the evaluation meta holds only the root; the ground truth is separate
           joints = _joints_gl(rng)
           meta["handJoints3D"] = joints[0]
+          meta["handBoundingBox"] = np.array(BOX)
           gt_xyz.append(joints.tolist())
           gt_verts.append((rng.normal(0, 0.03, (778, 3)) + [0, 0, -0.5]).tolist())
         with open(root / folder / seq / "meta" / f"{f:04d}.pkl", "wb") as fh:
@@ -193,9 +195,29 @@ def test_training_without_pseudo_labels_or_test_split_fails_early(tmp_path):
   for name in ("evaluation_xyz.json", "evaluation_verts.json"):
     (root / name).unlink()  # HO3D's evaluation ground truth is not public
   config = _config(root, tmp_path / "tfds")
-  assert prepare.prepare(config)["splits"] == {"train": 2}
+  assert prepare.prepare(config)["splits"] == {"train": 2, "evaluation": 1}
   with pytest.raises(pipeline.DataError, match="has no split 'test'"):
     pipeline.check_splits(config, "train", "test")
+  # The unlabelled evaluation list serves predict only, cropped around the meta's hand box.
+  with pytest.raises(pipeline.DataError, match="split 'evaluation' has no labels"):
+    pipeline.check_splits(config, "train", "evaluation")
+  pipeline.check_splits(config, "evaluation", labelled=False)
+  batch = next(pipeline.batches(config, "evaluation", train=False, batch_size=1))
+  assert np.isnan(batch["xyz"]).all() and not batch["visible"].any()
+  A = (batch["K"][0, 0, 0] @ np.linalg.inv(CAM))[:2]  # input -> crop pixels
+  centre = A @ [(BOX[0] + BOX[2]) / 2, (BOX[1] + BOX[3]) / 2, 1.0]
+  side = np.linalg.norm(A[:, 0]) * 1.3 * (BOX[2] - BOX[0])  # the box's long side, padded
+  np.testing.assert_allclose(centre, [(32 - 1) / 2] * 2, atol=1e-3)
+  np.testing.assert_allclose(side, 32, rtol=1e-3)
+  # The server's pred.json from predictions on it: evaluation.txt order, HO3D order, OpenGL.
+  config.data.test_split = "evaluation"
+  rng = np.random.default_rng(0)
+  joints = rng.normal(0, 0.03, (1, 2, 21, 3)) + [0, 0, 0.5]
+  arrays = {"clip_id": np.zeros(1, int), "joints": joints, "vertices": np.zeros((1, 2, 778, 3))}
+  assert "wrote the HO3D v3 submission" in exports.write_submission(config, arrays, tmp_path)
+  got, _ = submission.read_json_pair(tmp_path / "ho3d_pred.json")
+  want = joints[0][:, list(conventions.HO3D_FROM_OPENPOSE)] * [1, -1, -1]
+  np.testing.assert_allclose(got, want, atol=2e-6)
   # No rgb_2D_keypoints/ files: the first training batch says so instead of training on nothing.
   with pytest.raises(pipeline.DataError, match="handflow.data.detect --dataset=ho3d"):
     next(pipeline.batches(config, "train", train=True, batch_size=2))
