@@ -41,3 +41,14 @@ def write_bytes(path, data: bytes):
     etils.epath.Path(path).write_bytes(data)
   else:
     write_atomic(path, lambda f: f.write(data))
+
+
+def unwritable(directory) -> str:
+  """Why no file can be created in the existing `directory` ("" when one can): a temporary
+  file is made and removed, so probing leaves nothing behind."""
+  try:
+    with tempfile.TemporaryFile(dir=directory):
+      pass
+  except OSError as e:
+    return f"cannot write in {directory} ({e.strerror or type(e).__name__})"
+  return ""

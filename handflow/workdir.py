@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 
 from etils import epath
 
@@ -57,13 +56,9 @@ def check_writable(workdir) -> None:
   if probe.exists() and not probe.is_dir():
     where = "is a file" if probe == path else f"is under {probe}, which is a file"
     raise WorkdirError(f"--workdir={workdir} {where}, not a directory")
-  try:
-    with tempfile.TemporaryFile(dir=probe):
-      pass
-  except OSError as e:
-    raise WorkdirError(
-      f"--workdir={workdir}: cannot write in {probe} ({e.strerror or type(e).__name__})"
-    ) from None
+  reason = files.unwritable(probe)
+  if reason:
+    raise WorkdirError(f"--workdir={workdir}: {reason}")
 
 
 def normalised(config) -> dict:
@@ -129,7 +124,7 @@ def check_record(config, workdir, mode: str) -> dict:
   allowed = _allowed(config) if mode == "train" else ()
   refused = {k: v for k, v in changes.items() if not ("*" in allowed or _under(k, allowed))}
   if refused:
-    shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in _items(refused, 8))
+    shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(refused.items())[:8])
     more = f" (and {len(refused) - 8} more)" if len(refused) > 8 else ""
     if mode == "train":
       hint = (
@@ -144,10 +139,6 @@ def check_record(config, workdir, mode: str) -> dict:
   return changes
 
 
-def _items(d: dict, n: int):
-  return [(k, a, b) for k, (a, b) in list(d.items())[:n]]
-
-
 def write_record(config, workdir, changes: dict) -> epath.Path:
   """config.json for a training command (after every check passed); an earlier record that
   an allowed change replaces is kept as config-<step>.json."""
@@ -158,6 +149,6 @@ def write_record(config, workdir, changes: dict) -> epath.Path:
     step = trained_step(workdir)
     kept = workdir / f"config-{step}.json"
     if not kept.exists():
-      kept.write_text(record.read_text())
+      files.write_bytes(kept, record.read_bytes())
   files.write_bytes(record, text.encode())
   return record

@@ -5,7 +5,8 @@ its step, each step once: a run resumed from the checkpoint of step S first drop
 after S that the interrupted run had written (on storage without appends, such as GCS, each run
 segment writes its own `metrics-<time>.jsonl` that opens with a {"resume_step": S} row, and
 `read_jsonl` reads them all in order, dropping the superseded rows); TensorBoard events go to
-`tb/`.
+`tb/` (a resumed run opens a new events file: its steps after S are not removed from the old
+one, so TensorBoard can show them twice; `metrics.jsonl` and the report's curves are the record).
 The workdir may be local or remote (`gs://...`, through etils.epath).
 Progress: a single updating line on a terminal, plain periodic lines otherwise (logs, CI), with
 step rate and ETA; compile time is reported apart from step time.

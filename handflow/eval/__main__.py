@@ -16,7 +16,6 @@ import argparse
 import json
 import pathlib
 import sys
-import tempfile
 
 import numpy as np
 
@@ -97,11 +96,9 @@ def check_writable(path: pathlib.Path):
     raise ValueError(f"--out {path} is a directory")
   if not parent.is_dir():
     raise ValueError(f"--out {path}: {parent} is not a directory")
-  try:
-    with tempfile.TemporaryFile(dir=parent):
-      pass
-  except OSError as e:
-    raise ValueError(f"--out {path}: cannot write in {parent} ({e.strerror or e})") from None
+  reason = files.unwritable(parent)
+  if reason:
+    raise ValueError(f"--out {path}: {reason}")
 
 
 if __name__ == "__main__":
