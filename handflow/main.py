@@ -36,6 +36,7 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "prepare
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _die(msg: str):
@@ -90,8 +91,12 @@ def main(argv):
     _die(f"unexpected arguments: {argv[1:]}")
   _quiet_console()
   sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  config, mode = _CONFIG.value, _MODE.value
-  workdir = epath.Path(_WORKDIR.value)  # local or gs://
+  return execute(_CONFIG.value, epath.Path(_WORKDIR.value), _MODE.value)
+
+
+def execute(config, workdir: epath.Path, mode: str) -> int:
+  """Everything after the flags (workdir local or gs://): checks, then the mode; a user error
+  is one line on stderr and exit 2 (SystemExit)."""
   method = config.get("method", "?")
   staged = bool(config.get("stages"))
   try:
@@ -158,7 +163,6 @@ def _main_interruptible(argv):
 
 
 def run():
-  flags.mark_flags_as_required(["config", "workdir"])
   app.run(_main_interruptible, flags_parser=_parse_flags)
 
 

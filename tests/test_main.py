@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from etils import epath
 
 from configs import ust
 from handflow import modes
@@ -16,8 +17,19 @@ from handflow import modes
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _main(*args):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+def _env(one_device=True):
+  """The entry as a user on a CPU runs it: one device (the 8 fake devices of the test process
+  make every compile an 8-way partitioning, and every eager op one more compile: 1.5x slower).
+  UST-Hand's run keeps the 8 devices: the entry on a mesh, and eval in this process then
+  reproduces its report exactly."""
+  flags = os.environ.get("XLA_FLAGS", "").split()
+  if one_device:
+    flags = [f for f in flags if "device_count" not in f]
+  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(flags))
+
+
+def _main(*args, one_device=True):
+  env = _env(one_device)
   return subprocess.run(
     [sys.executable, "-m", "handflow.main", *args],
     capture_output=True,
@@ -39,7 +51,7 @@ def _error_line(r):
 def test_tiny_ust_trains_reports_evaluates_and_predicts(tmp_path):
   wd = tmp_path / "wd"
   common = [f"--workdir={wd}", f"--config.data.data_dir={tmp_path / 'tfds'}"]
-  r = _main("--config=configs/ust.py:tiny,K=3", "--config.seed=7", *common)
+  r = _main("--config=configs/ust.py:tiny,K=3", "--config.seed=7", *common, one_device=False)
   assert r.returncode == 0, r.stderr[-3000:]
   cfg = json.loads((wd / "config.json").read_text())
   assert cfg["seed"] == 7 and cfg["model"]["num_hypotheses"] == 3 and cfg["variant"] == "tiny"
@@ -148,41 +160,60 @@ def _workdir_keeps_its_record(wd, config, common):
     ),
     (["--config=configs/ust.py"], "--workdir"),
     (["--config=configs/missing.py", "--workdir=W"], "configs/missing.py"),
-    (
-      ["--config=configs/ust.py", "--workdir=W", "--config.hand.model=/x/MANO_RIGHT.pkl"],
-      "MANO file not found: /x/MANO_RIGHT.pkl",
-    ),
-    (
-      ["--config=configs/ust.py", "--workdir=W", "--config.hand.convention=freihand"],
-      "names MANO vertex ids",
-    ),
-    (["--config=configs/ust.py", "--workdir=W", "--mode=eval"], "needs a trained checkpoint"),
     (["--config=configs/ust.py:labels=nope", "--workdir=W"], "unknown pseudo-label preset 'nope'"),
-    (["--config=configs/ust.py:hanco", "--workdir=W"], "ground-truth meshes are MANO's"),
-    (
-      ["--config=configs/cyclehand.py", "--workdir=W", "--config.cycle.max_angle=270"],
-      "config cycle.max_angle: 270.0: degrees in (0, 180]",
-    ),
-    (["--config=configs/cyclehand.py", "--workdir=W", "--config.loss.photo=-1"], "loss.photo"),
-    (
-      ["--config=configs/handmim.py:finetune", "--workdir=W", "--config.init_from.workdir=W/pt"],
-      "config.init_from = W/pt: no checkpoint there",
-    ),
-    (["--config=configs/handmim.py:pretrain", "--workdir=W", "--config.model.vit=S"], "model.vit"),
-    (
-      ["--config=configs/ust.py", "--workdir=W", "--config.data.views=1"],
-      "data.views = 1: UST-Hand triangulates, so it needs at least 2 views",
-    ),
-    (["--config=configs/ust.py", "--workdir=F/sub"], "--workdir=F/sub is under F, which is a file"),
   ],
 )
-def test_bad_input_gets_one_line_and_writes_nothing(tmp_path, args, match):
-  (tmp_path / "f").write_text("")  # "F": a file where a directory is expected
-  sub = lambda a: a.replace("=W", f"={tmp_path / 'w'}").replace("F", str(tmp_path / "f"))
-  r = _main(*[sub(a) if a.startswith("--workdir") else a.replace("=W", f"={tmp_path / 'w'}")
-              for a in args])  # fmt: skip
+def test_bad_flags_get_one_line_and_write_nothing(tmp_path, args, match):
+  """Flag and config-file errors, through the entry itself (absl's parser)."""
+  r = _main(*[a.replace("=W", f"={tmp_path / 'w'}") for a in args])
   assert r.returncode == 2
-  assert sub(match.replace("W/", f"{tmp_path / 'w'}/")) in _error_line(r)
+  assert match in _error_line(r)
+  assert not (tmp_path / "w").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize(
+  "config_arg, overrides, mode, match",
+  [
+    ("ust", {"hand.model": "/x/MANO_RIGHT.pkl"}, "train", "MANO file not found: /x/MANO_RIGHT.pkl"),
+    ("ust", {"hand.convention": "freihand"}, "train", "names MANO vertex ids"),
+    ("ust", {}, "eval", "needs a trained checkpoint"),
+    ("ust:hanco", {}, "train", "ground-truth meshes are MANO's"),
+    ("cyclehand", {"cycle.max_angle": 270.0}, "train", "max_angle: 270.0: degrees in (0, 180]"),
+    ("cyclehand", {"loss.photo": -1.0}, "train", "loss.photo"),
+    ("handmim:finetune", {"init_from.workdir": "W/pt"}, "train", "init_from = W/pt: no checkpoint"),
+    ("handmim:pretrain", {"model.vit": "S"}, "train", "model.vit"),
+    ("ust", {"data.views": 1}, "train", "views = 1: UST-Hand triangulates, so it needs at least 2"),
+    ("ust", {}, "F/sub", "--workdir=F/sub is under F, which is a file"),
+  ],
+)  # fmt: skip
+def test_bad_input_gets_one_line_and_writes_nothing(tmp_path, capsys, config_arg, overrides, mode,
+                                                    match):  # fmt: skip
+  """What the entry does after its flags (`handflow.main.execute`), in this process: a
+  subprocess per case would spend its time importing."""
+  import importlib
+
+  from handflow import main as entry
+
+  (tmp_path / "f").write_text("")  # "F": a file where a directory is expected
+  f = tmp_path / "f"
+  sub = lambda a: (
+    a.replace("W/", f"{tmp_path / 'w'}/").replace("F/", f"{f}/").replace(" F,", f" {f},")
+  )
+  name, _, arg = config_arg.partition(":")
+  config = importlib.import_module(f"configs.{name}").get_config(arg or None)
+  for key, value in overrides.items():
+    node, leaf = key.rsplit(".", 1)
+    config[node][leaf] = sub(value) if isinstance(value, str) else value
+  workdir = tmp_path / "w"
+  if mode == "F/sub":
+    workdir, mode = tmp_path / "f" / "sub", "train"
+  with pytest.raises(SystemExit) as exit_:
+    entry.execute(config, epath.Path(workdir), mode)
+  assert exit_.value.code == 2
+  err = capsys.readouterr().err
+  lines = [ln for ln in err.splitlines() if ln.startswith("handflow: error:")]
+  assert len(lines) == 1 and "Traceback" not in err, err
+  assert sub(match) in lines[0]
   assert not (tmp_path / "w").exists()  # nothing half-written
 
 
@@ -290,7 +321,7 @@ def test_sigterm_mid_run_saves_says_how_to_resume_and_writes_no_report(tmp_path)
   args = ["--config=configs/ust.py:tiny", f"--workdir={wd}",
           f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.num_steps=100000",
           "--config.checkpoint.every=3", "--config.log_every=1000"]  # fmt: skip
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = _env()
   proc = subprocess.Popen(
     [sys.executable, "-m", "handflow.main", *args],
     cwd=ROOT,

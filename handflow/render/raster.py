@@ -94,9 +94,18 @@ DEFAULT_TIERS = ((24, 0.005), (16, 0.01), (12, 0.03), (10, 0.12), (8, 0.15), (6,
 
 
 def tiers_for(size, reference: int = 128, tiers=DEFAULT_TIERS):
-  """DEFAULT_TIERS scaled to an image of `size` (height, width) showing the hand as large."""
+  """DEFAULT_TIERS scaled to an image of `size` (height, width) showing the hand as large.
+  Neighbouring tiers that scale to one window are merged (shares added): the same windows
+  for every face, and fewer unrolled tiers to compile in small images (7 -> 4 at 32 px)."""
   scale = max(size) / reference
-  return tuple((max(2, int(np.ceil(w * scale))), share) for w, share in tiers)
+  out = []
+  for w, share in tiers:
+    w = max(2, int(np.ceil(w * scale)))
+    if out and out[-1][0] == w:
+      out[-1] = (w, out[-1][1] + share)  # the last tier takes the rest whatever its share
+    else:
+      out.append((w, share))
+  return tuple(out)
 
 
 def _tier_counts(f: int, tiers) -> list[int]:
