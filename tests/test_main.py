@@ -188,11 +188,11 @@ def test_bad_flags_get_one_line_and_write_nothing(tmp_path, args, match):
 )  # fmt: skip
 def test_bad_input_gets_one_line_and_writes_nothing(tmp_path, capsys, config_arg, overrides, mode,
                                                     match):  # fmt: skip
-  """What the entry does after its flags (`handflow.main.execute`), in this process: a
+  """What the entry does after its flags (`handflow.entry.execute`), in this process: a
   subprocess per case would spend its time importing."""
   import importlib
 
-  from handflow import main as entry
+  from handflow import entry
 
   (tmp_path / "f").write_text("")  # "F": a file where a directory is expected
   f = tmp_path / "f"
