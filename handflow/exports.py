@@ -76,20 +76,26 @@ def write_submission(config, arrays: dict, workdir) -> str:
       "holds its own predictions-*.npz (write one from all of them with handflow.eval.submission)"
     )
   try:
+    if not {"joints", "joints_cam"} & set(arrays):  # e.g. a 2D keypoint regressor
+      raise ValueError("this method predicts no 3D joints")
     return writer(config, arrays, epath.Path(workdir))
   except ValueError as e:  # the writers' and the manual builders' named errors
     return f"no {name} submission file: {e}"
 
 
-def camera_frame(arrays: dict, records: dict) -> tuple[list, np.ndarray, np.ndarray]:
-  """Per predicted image: ([(clip_id, frame, view)], joints [m, 21, 3], vertices [m, V, 3]) in
-  that image's camera frame, metres. Single-image predictions carry them (`joints_cam`);
+def camera_frame(arrays: dict, records: dict) -> tuple[list, np.ndarray, np.ndarray | None]:
+  """Per predicted image: ([(clip_id, frame, view)], joints [m, 21, 3], vertices [m, V, 3] or
+  None) in that image's camera frame, metres. Single-image predictions carry them (`joints_cam`);
   clip predictions (`joints [n, t, 21, 3]`, world) are moved with the clip's stored
   `T_cam_world [t, v, 4, 4]` into each of its views."""
-  if "image_id" in arrays:  # image_id = clip_id * t * v + frame * v + view (pipeline)
+  single = "image_id" in arrays
+  if ("joints_cam" if single else "joints") not in arrays:
+    raise ValueError("this method predicts no 3D joints")
+  if single:  # image_id = clip_id * t * v + frame * v + view (pipeline)
     t, v = next(iter(records.values()))["T_cam_world"].shape[:2]
     keys = [(c, *divmod(r, v)) for c, r in (divmod(int(i), t * v) for i in arrays["image_id"])]
-    return keys, np.asarray(arrays["joints_cam"])[:, 0], np.asarray(arrays["vertices_cam"])[:, 0]
+    verts = arrays.get("vertices_cam")
+    return keys, np.asarray(arrays["joints_cam"])[:, 0], None if verts is None else verts[:, 0]
   keys, joints, verts = [], [], []
   for i, clip in enumerate(np.asarray(arrays["clip_id"])):
     T_cam_world = records[int(clip)]["T_cam_world"]
@@ -98,8 +104,9 @@ def camera_frame(arrays: dict, records: dict) -> tuple[list, np.ndarray, np.ndar
         R, t = T_cam_world[f, view, :3, :3], T_cam_world[f, view, :3, 3]
         keys.append((int(clip), f, view))
         joints.append(np.asarray(arrays["joints"][i, f]) @ R.T + t)
-        verts.append(np.asarray(arrays["vertices"][i, f]) @ R.T + t)
-  return keys, np.stack(joints), np.stack(verts)
+        if "vertices" in arrays:
+          verts.append(np.asarray(arrays["vertices"][i, f]) @ R.T + t)
+  return keys, np.stack(joints), np.stack(verts) if verts else None
 
 
 def _records(config, keys) -> dict:
@@ -113,7 +120,7 @@ def _subset_note(written: int, total: int) -> str:
 
 
 def _freihand(config, arrays, workdir) -> str:
-  if "joints_cam" not in arrays:
+  if "joints_cam" not in arrays:  # clip methods predict world joints
     raise ValueError("this method predicts no camera-frame joints")
   order = np.argsort(np.asarray(arrays["image_id"]))
   joints = np.asarray(arrays["joints_cam"])[order, 0]
@@ -180,6 +187,8 @@ def _ho3d(config, arrays, workdir) -> str:
     index.append(rows[(seq, frame)])
   order = np.argsort(index)
   joints = ho3d.to_ho3d_frame(joints[order][:, list(conventions.HO3D_FROM_OPENPOSE)])
+  if verts is None:
+    raise ValueError("this method predicts no mesh, and HO3D's pred.json needs MANO's")
   path = workdir / "ho3d_pred.json"
   submission.write_ho3d(
     path, joints, ho3d.to_ho3d_frame(verts[order]), version=version, allow_subset=True

@@ -57,3 +57,13 @@ def test_no_submission_says_why(tmp_path, name, match):
   line = exports.write_submission(config, arrays, tmp_path)
   assert line.startswith(f"no {name} submission file") and match in line
   assert not list(tmp_path.iterdir())
+
+
+def test_a_method_without_3d_joints_gets_a_line_not_a_crash(tmp_path):
+  config = ml_collections.ConfigDict({"data": {"name": "ho3d", "manual_dir": str(tmp_path)}})
+  arrays = {"clip_id": np.array([0]), "uv": np.zeros((1, 1, 1, 21, 2))}  # keypoints2d's output
+  with pytest.raises(ValueError, match="predicts no 3D joints"):
+    exports.camera_frame(arrays, {0: {"T_cam_world": np.eye(4)[None, None]}})
+  assert exports.write_submission(config, {"image_id": np.array([0])}, tmp_path).startswith(
+    "no ho3d submission file"
+  )
