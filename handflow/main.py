@@ -36,9 +36,6 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-_die = entry.die  # one line, exit 2
-
-
 def _parse_flags(argv):
   """absl's parser, with config errors reduced to one line naming the key or file at fault."""
   try:
@@ -52,17 +49,17 @@ def _parse_flags(argv):
     if isinstance(cause, AttributeError | KeyError):
       name = str(cause).strip("'\"")
       bad = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.") and name in a]
-      _die(f"unknown config key {bad[0][len('--config.') :] if bad else name!r}")
+      entry.die(f"unknown config key {bad[0][len('--config.') :] if bad else name!r}")
     if isinstance(cause, FileNotFoundError) or "Failed loading config file" in str(cause):
       path = getattr(cause, "filename", None) or next(
         (a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), "?"
       )
-      _die(f"config file not found or not loadable: {path}")
+      entry.die(f"config file not found or not loadable: {path}")
     msg = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
     overrides = [a for a in argv[1:] if a.startswith("--config.")]
     if isinstance(cause, ValueError) and overrides and not msg.startswith("config arg"):
       msg = f"bad value in config override(s) {overrides}: {msg}"
-    _die(msg)
+    entry.die(msg)
 
 
 def _quiet_console():
@@ -83,7 +80,7 @@ def _quiet_console():
 
 def main(argv):
   if len(argv) > 1:
-    _die(f"unexpected arguments: {argv[1:]}")
+    entry.die(f"unexpected arguments: {argv[1:]}")
   _quiet_console()
   sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   return entry.execute(_CONFIG.value, epath.Path(_WORKDIR.value), _MODE.value)
