@@ -29,6 +29,7 @@ from etils import epath
 from handflow import files
 from handflow.data import dexycb, ho3d, ho3d_cameras, pipeline
 from handflow.eval import submission
+from handflow.geometry import cameras
 from handflow.hand import conventions
 
 
@@ -83,6 +84,12 @@ def write_submission(config, arrays: dict, workdir) -> str:
     return f"no {name} submission file: {e}"
 
 
+def _world_to_views(T_cam_world, x_world):
+  """T_cam_world [t, v, 4, 4], x_world [t, n, 3] -> x_cam [t * v, n, 3] (frame-major)."""
+  x_cam = cameras.transform(T_cam_world, np.asarray(x_world)[:, None])
+  return x_cam.reshape(-1, *x_cam.shape[-2:])
+
+
 def camera_frame(arrays: dict, records: dict) -> tuple[list, np.ndarray, np.ndarray | None]:
   """Per predicted image: ([(clip_id, frame, view)], joints [m, 21, 3], vertices [m, V, 3] or
   None) in that image's camera frame, metres. Single-image predictions carry them (`joints_cam`);
@@ -98,15 +105,13 @@ def camera_frame(arrays: dict, records: dict) -> tuple[list, np.ndarray, np.ndar
     return keys, np.asarray(arrays["joints_cam"])[:, 0], None if verts is None else verts[:, 0]
   keys, joints, verts = [], [], []
   for i, clip in enumerate(np.asarray(arrays["clip_id"])):
-    T_cam_world = records[int(clip)]["T_cam_world"]
-    for f in range(T_cam_world.shape[0]):
-      for view in range(T_cam_world.shape[1]):
-        R, t = T_cam_world[f, view, :3, :3], T_cam_world[f, view, :3, 3]
-        keys.append((int(clip), f, view))
-        joints.append(np.asarray(arrays["joints"][i, f]) @ R.T + t)
-        if "vertices" in arrays:
-          verts.append(np.asarray(arrays["vertices"][i, f]) @ R.T + t)
-  return keys, np.stack(joints), np.stack(verts) if verts else None
+    T_cam_world = np.asarray(records[int(clip)]["T_cam_world"])  # [t, v, 4, 4]
+    t, v = T_cam_world.shape[:2]
+    keys += [(int(clip), f, view) for f in range(t) for view in range(v)]
+    joints.append(_world_to_views(T_cam_world, arrays["joints"][i]))
+    if "vertices" in arrays:
+      verts.append(_world_to_views(T_cam_world, arrays["vertices"][i]))
+  return keys, np.concatenate(joints), np.concatenate(verts) if verts else None
 
 
 def _records(config, keys) -> dict:
@@ -186,11 +191,11 @@ def _ho3d(config, arrays, workdir) -> str:
       raise ValueError(f"{seq}/{frame:04d} is not in evaluation.txt")
     index.append(rows[(seq, frame)])
   order = np.argsort(index)
-  joints = ho3d.to_ho3d_frame(joints[order][:, list(conventions.HO3D_FROM_OPENPOSE)])
+  joints = cameras.opencv_to_opengl(joints[order][:, list(conventions.HO3D_FROM_OPENPOSE)])
   if verts is None:
     raise ValueError("this method predicts no mesh, and HO3D's pred.json needs MANO's")
   path = workdir / "ho3d_pred.json"
   submission.write_ho3d(
-    path, joints, ho3d.to_ho3d_frame(verts[order]), version=version, allow_subset=True
+    path, joints, cameras.opencv_to_opengl(verts[order]), version=version, allow_subset=True
   )
   return f"wrote the HO3D v{version} submission {path}{_subset_note(len(index), len(rows))}"

@@ -33,7 +33,7 @@ import numpy as np
 from etils import epath
 
 from handflow import files, sharding, writers
-from handflow.data import label_stats
+from handflow.data import detect, detected_labels, label_stats, pipeline, prepare
 from handflow.eval import evaluators as evaluators_lib
 from handflow.eval import metrics, protocols
 from handflow.viz import figures
@@ -183,9 +183,17 @@ def _labels_name(config) -> str:
   pl = config.data.get("pseudo_labels", None)
   if pl is None:
     return "dataset's labels"
-  if pl.get("source", "simulated") == "mediapipe":
-    return "MediaPipe (or simulated where its environment is missing)"
-  return f"simulated, preset {pl.get('preset', 'default')}"
+  simulated = f"simulated, preset {pl.get('preset', 'default')}"
+  if pl.get("source", "simulated") != "mediapipe" or config.data.name != "synthetic_hands":
+    return simulated
+  split = pipeline.base_split(config.data.get("test_split", "test"))
+  got = detected_labels.cached(prepare.dataset_builder(config), split)
+  if got is None:
+    return f"{simulated} (no MediaPipe environment)"
+  return (
+    f"MediaPipe {detect.MEDIAPIPE[0].split('==')[1]}; {got['missing_files']} of "
+    f"{got['images']:,} label files missing, counted as missed detections"
+  )
 
 
 def stability(evals, rows: list, trained: dict) -> str:

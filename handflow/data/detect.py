@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -70,28 +71,42 @@ def ensure_venv(venv: pathlib.Path) -> pathlib.Path:
   return python
 
 
-def run_jobs(jobs, *, venv=DEFAULT_VENV, create=True) -> dict:
+def run_jobs(jobs, *, venv=DEFAULT_VENV, create=True, workers: int = 0) -> dict:
   """MediaPipe over [(image, labels path)] in its environment; each label file is written
   atomically by the worker, so an interrupted run leaves no half-written file and a rerun
   resumes with the images still missing labels. `create=False`: a missing environment is a
-  FileNotFoundError (nothing is installed)."""
+  FileNotFoundError (nothing is installed). workers: parallel workers (0: one per core)."""
+  workers = workers or os.cpu_count() or 1
   if not jobs:
     return {"images": 0, "missed": 0}
   venv = pathlib.Path(venv).expanduser()
   if not create and not (venv / "bin" / "python").is_file():
     raise FileNotFoundError(f"no MediaPipe environment at {venv} (python -m handflow.data.detect)")
   python = ensure_venv(venv)
+  # One worker per core: each runs MediaPipe's graph on one thread.
+  shards = [s for s in (jobs[i::workers] for i in range(workers)) if s]
   with tempfile.TemporaryDirectory() as tmp:
-    path = pathlib.Path(tmp) / "jobs.jsonl"
-    path.write_text(
-      "".join(json.dumps({"image": str(i), "labels": str(o)}) + "\n" for i, o in jobs)
-    )
-    proc = subprocess.run([str(python), str(WORKER), str(path)], capture_output=True, text=True)
-  if proc.returncode:
-    raise RuntimeError(
-      f"MediaPipe worker failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}"
-    )
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+    procs = []
+    for k, shard in enumerate(shards):
+      path = pathlib.Path(tmp) / f"jobs{k}.jsonl"
+      path.write_text(
+        "".join(json.dumps({"image": str(i), "labels": str(o)}) + "\n" for i, o in shard)
+      )
+      procs.append(
+        subprocess.Popen(
+          [str(python), str(WORKER), str(path)],
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+        )
+      )
+    outs = [(p, *p.communicate()) for p in procs]
+  failed = [(p.returncode, err) for p, _, err in outs if p.returncode]
+  if failed:
+    code, err = failed[0]
+    raise RuntimeError(f"MediaPipe worker failed ({code}): {err.strip()[-2000:]}")
+  totals = [json.loads(out.strip().splitlines()[-1]) for _, out, _ in outs]
+  return {k: sum(t[k] for t in totals) for k in totals[0]}
 
 
 def run(dataset, root, *, venv=DEFAULT_VENV, overwrite=False, limit=0) -> dict:

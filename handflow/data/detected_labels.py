@@ -75,8 +75,19 @@ def build(builder, split: str, *, venv=None) -> dict:
         out = labels / f"{_name(cid, f, c)}.json"
         if not out.exists():
           jobs.append((images / f"{_name(cid, f, c)}.png", out))
+  if jobs:  # minutes on a CPU: say what is running
+    print(
+      f"handflow: MediaPipe over {len(jobs):,} renders of split '{split}' (once; cached in {base})",
+      flush=True,
+    )
   detect.run_jobs(jobs, venv=venv, create=False)
-  return consolidate(base, split, clips)
+  summary = consolidate(base, split, clips)
+  print(
+    f"handflow: MediaPipe labels of '{split}': {summary['clips']} clips, the hand detected in "
+    f"{summary['detected']:.0%} of views, {summary['missing_files']} label files missing",
+    flush=True,
+  )
+  return summary
 
 
 def consolidate(base: pathlib.Path, split: str, clips) -> dict:
@@ -99,6 +110,16 @@ def consolidate(base: pathlib.Path, split: str, clips) -> dict:
   files.write_atomic(base / f"{split}.npz", lambda fh: np.savez(fh, **arrays))
   return {"clips": n, "detected": float(np.mean(conf.max(-1) > 0)) if n else 0.0,
           "missing_files": missing}  # fmt: skip
+
+
+def cached(builder, split: str) -> dict | None:
+  """{"images", "missing_files"} of the consolidated labels of `split`, or None (never built:
+  the simulated detector stood in)."""
+  path = root(builder) / f"{split}.npz"
+  if not path.is_file():
+    return None
+  with np.load(path) as z:
+    return {"images": int(np.prod(z["conf"].shape[:3])), "missing_files": int(z["missing_files"])}
 
 
 def load(builder, split: str, *, venv=None):

@@ -38,13 +38,13 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from handflow.data import ho3d_cameras, manual
+from handflow.geometry import cameras as camera_geometry
 from handflow.hand import conventions
 
 HEIGHT, WIDTH = 480, 640
 # Official list sizes (the HO3D scorer asserts them): version -> (train, evaluation).
 SIZES = {2: (66_034, 11_524), 3: (78_297, 20_137)}
 EXTENSION = {2: "png", 3: "jpg"}
-OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0])
 UNLABELLED_SPLITS = ("evaluation",)  # predict only (pipeline.check_splits)
 OPENPOSE_FROM_HO3D = tuple(conventions.HO3D_FROM_OPENPOSE.index(i) for i in range(21))
 
@@ -263,18 +263,13 @@ def evaluation_rows(root, version: int, subset: bool) -> dict[tuple[str, int], i
   return {e: i for i, e in enumerate(read_list(root, "evaluation", version, subset))}
 
 
-def to_ho3d_frame(points_cv):
-  """[..., n, 3] OpenCV camera frame -> OpenGL (HO3D's; keypoint order unchanged)."""
-  return np.asarray(points_cv) @ OPENGL_TO_OPENCV
-
-
 def _meta_path(root, folder, seq, frame):
   return root / folder / seq / "meta" / f"{frame:04d}.pkl"
 
 
 def _to_opencv_openpose(points_gl):
   """[..., 21, 3] HO3D order, OpenGL camera frame -> OpenPose order, OpenCV camera frame."""
-  return (np.asarray(points_gl) @ OPENGL_TO_OPENCV)[..., OPENPOSE_FROM_HO3D, :]
+  return camera_geometry.opengl_to_opencv(np.asarray(points_gl))[..., OPENPOSE_FROM_HO3D, :]
 
 
 def _any_in(entries, groups) -> bool:
@@ -316,7 +311,7 @@ def read_clip(root, folder, cameras, frames, cfg, rows=None, labelled=True) -> d
             cfg.mano_dir, "right", pose, beta, trans, flat_hand_mean=True
           )
       joints.append(_to_opencv_openpose(joints_gl))
-      meshes.append(None if verts_gl is None else verts_gl @ OPENGL_TO_OPENCV)
+      meshes.append(None if verts_gl is None else camera_geometry.opengl_to_opencv(verts_gl))
       rel = f"{folder}/{seq}/rgb/{f:04d}.{ext}"
       images.append(_image(root / rel))
       u, c = manual.openpose_labels(manual.label_path(root, rel), "HO3D", Ho3dError)

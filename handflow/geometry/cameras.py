@@ -32,8 +32,10 @@ GL_FROM_CV = jnp.diag(jnp.array([1.0, -1.0, -1.0]))
 
 
 def transform(T_b_a, x_a):
-  """Applies T_b_a [..., 4, 4] to points x_a [..., n, 3] -> x_b [..., n, 3]."""
-  return jnp.einsum("...ij,...nj->...ni", T_b_a[..., :3, :3], x_a) + T_b_a[..., None, :3, 3]
+  """Applies T_b_a [..., 4, 4] to points x_a [..., n, 3] -> x_b [..., n, 3] (NumPy in, NumPy
+  out: host code keeps float64)."""
+  rotated = _xp(T_b_a, x_a).einsum("...ij,...nj->...ni", T_b_a[..., :3, :3], x_a)
+  return rotated + T_b_a[..., None, :3, 3]
 
 
 def invert(T_b_a):
@@ -150,8 +152,8 @@ def invert_affine(A):
 
 def opencv_to_opengl(x_cam_cv):
   """Camera-frame points [..., 3] from OpenCV (y down, z forward) to OpenGL (y up, -z forward).
-  The conversion is its own inverse."""
-  return jnp.concatenate([x_cam_cv[..., :1], -x_cam_cv[..., 1:]], axis=-1)
+  The conversion is its own inverse. NumPy in, NumPy out."""
+  return _xp(x_cam_cv).concatenate([x_cam_cv[..., :1], -x_cam_cv[..., 1:]], axis=-1)
 
 
 opengl_to_opencv = opencv_to_opengl

@@ -1,8 +1,10 @@
 """The pseudo-label command's dataset side (MediaPipe itself runs in its own environment)."""
 
 import json
+import sys
 
 import numpy as np
+import pytest
 
 from handflow.data import detect, manual, mediapipe_worker
 from tests.data import test_freihand, test_hanco
@@ -37,3 +39,33 @@ def test_worker_output_reads_back_in_pixels(tmp_path):
   uv, conf = manual.openpose_labels(path, "test")
   np.testing.assert_allclose(uv, xy * [640, 480], atol=1e-3)
   np.testing.assert_allclose(conf, 0.875)
+
+
+_FAKE_WORKER = """
+import json, sys
+jobs = [json.loads(line) for line in open(sys.argv[1])]
+for job in jobs:
+  if "bad" in job["image"]:
+    print("cannot read image " + job["image"], file=sys.stderr)
+    sys.exit(2)
+  open(job["labels"], "w").write("{}")
+print(json.dumps({"images": len(jobs), "missed": 1}))
+"""
+
+
+def test_run_jobs_shards_over_workers_sums_them_and_names_a_failure(tmp_path, monkeypatch):
+  venv = tmp_path / "venv"
+  (venv / "bin").mkdir(parents=True)
+  (venv / "bin" / "python").symlink_to(sys.executable)
+  worker = tmp_path / "worker.py"
+  worker.write_text(_FAKE_WORKER)
+  monkeypatch.setattr(detect, "WORKER", worker)
+  jobs = [(tmp_path / f"{i}.png", tmp_path / f"{i}.json") for i in range(5)]
+  # 3 workers over 5 images: each reports one miss.
+  assert detect.run_jobs(jobs, venv=venv, create=False, workers=3) == {"images": 5, "missed": 3}
+  assert all(out.is_file() for _, out in jobs)
+  bad = [(tmp_path / "bad.png", tmp_path / "bad.json")]
+  with pytest.raises(RuntimeError, match=r"worker failed \(2\): cannot read image .*bad.png"):
+    detect.run_jobs(jobs + bad, venv=venv, create=False, workers=2)
+  with pytest.raises(FileNotFoundError, match="no MediaPipe environment"):
+    detect.run_jobs(jobs, venv=tmp_path / "none", create=False)
