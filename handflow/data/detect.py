@@ -3,6 +3,7 @@ OpenPose JSON every builder reads (`rgb_2D_keypoints/` of the dataset root, see 
 
   python -m handflow.data.detect --dataset=hanco --manual_dir=/data/HanCo
   python -m handflow.data.detect --dataset=freihand --manual_dir=/data/FreiHAND --limit=100
+  python -m handflow.data.detect --setup    # only create the environment (the README's set-up)
 
 Optional and isolated: mediapipe==0.10.21 is the last wheel that ships its hand models, and it
 needs numpy<2, so the detector runs in its own virtual environment (`--venv`, created with pip
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -66,8 +68,14 @@ def ensure_venv(venv: pathlib.Path) -> pathlib.Path:
   if python.is_file():
     return python
   print(f"creating {venv} with {' '.join(MEDIAPIPE)} (once)", flush=True)
-  subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-  subprocess.run([str(python), "-m", "pip", "install", "-q", *MEDIAPIPE], check=True)
+  # Built aside and renamed when complete: a failed pip run never leaves an environment that
+  # looks ready (only its bin/python is used, which runs from anywhere).
+  partial = venv.with_name(venv.name + ".partial")
+  shutil.rmtree(partial, ignore_errors=True)
+  subprocess.run([sys.executable, "-m", "venv", str(partial)], check=True)
+  subprocess.run([str(partial / "bin" / "python"), "-m", "pip", "install", "-q", *MEDIAPIPE],
+                 check=True)  # fmt: skip
+  partial.rename(venv)
   return python
 
 
@@ -118,12 +126,18 @@ def run(dataset, root, *, venv=DEFAULT_VENV, overwrite=False, limit=0) -> dict:
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  ap.add_argument("--dataset", required=True, choices=("hanco", "freihand", "dexycb", "ho3d"))
-  ap.add_argument("--manual_dir", required=True, help="the dataset's root (official layout)")
+  ap.add_argument("--setup", action="store_true", help="only create MediaPipe's environment")
+  ap.add_argument("--dataset", choices=("hanco", "freihand", "dexycb", "ho3d"))
+  ap.add_argument("--manual_dir", help="the dataset's root (official layout)")
   ap.add_argument("--venv", default=str(DEFAULT_VENV), help="MediaPipe's environment")
   ap.add_argument("--overwrite", action="store_true", help="redo images that have labels")
   ap.add_argument("--limit", type=int, default=0, help="at most this many images (0: all)")
   args = ap.parse_args(argv)
+  if args.setup:
+    print(f"MediaPipe's environment: {ensure_venv(pathlib.Path(args.venv).expanduser())}")
+    return 0
+  if not (args.dataset and args.manual_dir):
+    ap.error("--dataset and --manual_dir are required (or --setup)")
   try:
     out = run(
       args.dataset,

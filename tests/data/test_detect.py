@@ -1,6 +1,8 @@
 """The pseudo-label command's dataset side (MediaPipe itself runs in its own environment)."""
 
 import json
+import pathlib
+import subprocess
 import sys
 
 import numpy as np
@@ -69,3 +71,22 @@ def test_run_jobs_shards_over_workers_sums_them_and_names_a_failure(tmp_path, mo
     detect.run_jobs(jobs + bad, venv=venv, create=False, workers=2)
   with pytest.raises(FileNotFoundError, match="no MediaPipe environment"):
     detect.run_jobs(jobs, venv=tmp_path / "none", create=False)
+
+
+def test_a_failed_install_leaves_no_environment_that_looks_ready(tmp_path, monkeypatch):
+  venv = tmp_path / "mediapipe"
+
+  def fake_run(cmd, check, pip_ok):
+    if "venv" in cmd:  # python -m venv DIR
+      (pathlib.Path(cmd[-1]) / "bin").mkdir(parents=True)
+      (pathlib.Path(cmd[-1]) / "bin" / "python").write_text("")
+    elif not pip_ok:
+      raise subprocess.CalledProcessError(1, cmd)
+
+  monkeypatch.setattr(detect.subprocess, "run", lambda cmd, check: fake_run(cmd, check, False))
+  with pytest.raises(subprocess.CalledProcessError):
+    detect.ensure_venv(venv)
+  assert not venv.exists()
+  monkeypatch.setattr(detect.subprocess, "run", lambda cmd, check: fake_run(cmd, check, True))
+  assert detect.ensure_venv(venv) == venv / "bin" / "python" and venv.is_dir()
+  assert not (tmp_path / "mediapipe.partial").exists()
