@@ -115,7 +115,10 @@ def tables(title, evals, trained: dict, untrained: dict, labels: dict) -> str:
     rows = [(f"{title}, trained", trained, ""), (f"{title}, untrained", untrained, "")]
     rows += [(labels.get(p, p.rstrip("/")), trained, p) for p, _, _ in pose.rows if p]
     if pose.teacher:
-      rows.append((TEACHER, trained, "teacher/"))
+      share = trained.get("teacher/full_hands")
+      where = "" if share is None else f" ({share:.0%} of frames: all 21 joints in >= 2 views)"
+      rows.append((f"{title}, trained, on the teacher's frames", trained, "teacher_frames/"))
+      rows.append((TEACHER + where, trained, "teacher/"))
     lines += [
       "## Test split (mm)",
       "",

@@ -14,8 +14,10 @@ Metrics are per frame (b * t samples; padding masked). Config entries (a dict na
   ("stage1/", "stage1_joints", ""); keys `<prefix><protocol>/<metric>` (MPJPE, MPVPE, PA-*, mm).
   MPVPE needs ground-truth meshes (`verts`) with the predicted mesh's vertex count; real data's
   frames without a mesh fit (`has_verts` 0) are masked. `teacher`: the pseudo-labels
-  triangulated robustly (`methods.teacher.joints`, >= 2 views) as the row `teacher/`; and the
-  first row's joints against the teacher's on the same joints, in the world frame:
+  triangulated robustly (`methods.teacher.joints`, >= 2 views) as the row `teacher/`, over the
+  frames where it triangulates all 21 joints (their share: `teacher/full_hands`), with the
+  first row's joints on the same frames as `teacher_frames/`; and the first row's joints
+  against the teacher's on the same joints, in the world frame:
   `versus/all/{model,teacher}` where the teacher triangulates, `versus/hard/...` where it is off
   by more than 20 mm, `versus/no_teacher/model` where fewer than two views detected the joint
   (a count of 0 gives NaN).
@@ -82,26 +84,39 @@ class Pose3D:
     gt_v = _frames(batch["verts"]) if "verts" in batch else None
     dists, scores, point_masks = {}, {}, {}
 
-    def add(prefix, pred_j, pred_v):
+    def add(prefix, pred_j, pred_v, frames=None):
+      """frames [n] bool: score only these frames (the teacher's full hands)."""
       if pred_v is not None and (gt_v is None or gt_v.shape[-2] != pred_v.shape[-2]):
         pred_v = None  # e.g. MANO ground truth for a model with the open hand: no MPVPE
       for name in self.protocols:
         p = protocols.get(name)
         d, s = protocols.sample_metrics(p, pred_j, gt_j, pred_v, None if pred_v is None else gt_v)
         dists.update({f"{prefix}{name}/{k}": v for k, v in d.items()})
-        scores.update({f"{prefix}{name}/{k}": v for k, v in s.items()})
+        scores.update({f"{prefix}{name}/{k}": v if frames is None else (v, frames)
+                       for k, v in s.items()})  # fmt: skip
         if pred_v is not None and "has_verts" in batch:  # real data: frames without a mesh fit
           has = _frames(batch["has_verts"])[:, None]
           for k, _ in p.vertices:
             point_masks[f"{prefix}{name}/{k}"] = jnp.broadcast_to(has, d[k].shape)
+        if frames is not None:
+          for k in d:
+            key = f"{prefix}{name}/{k}"
+            sel = jnp.broadcast_to(frames[:, None], d[k].shape)
+            old = point_masks.get(key)
+            point_masks[key] = sel if old is None else jnp.logical_and(old > 0, sel)
 
     for prefix, jkey, vkey in self.rows:
       if jkey in pred:
         add(prefix, _frames(pred[jkey]), _frames(pred[vkey]) if vkey and vkey in pred else None)
     if self.teacher and batch["images"].shape[2] >= 2:
       x_t, valid_t = (_frames(a) for a in teacher.joints_and_valid(batch))
-      add("teacher/", x_t, None)
+      # The teacher's row holds the frames where it triangulates the whole hand (an alignment
+      # needs every joint), and the model is scored on the same frames beside it.
+      full = jnp.all(valid_t, axis=-1)
+      scores["teacher/full_hands"] = full.astype(jnp.float32)
+      add("teacher/", jnp.where(valid_t[..., None], x_t, 0.0), None, full)
       if self.rows and self.rows[0][1] in pred:
+        add("teacher_frames/", _frames(pred[self.rows[0][1]]), None, full)
         self._versus_teacher(_frames(pred[self.rows[0][1]]), x_t, valid_t, gt_j, dists, point_masks)
     if not dists:
       return None

@@ -36,8 +36,10 @@ def run_one(config, workdir: epath.Path) -> dict:
 
 
 def bootstrap_ci(x, n: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
-  """Mean and 95% percentile-bootstrap interval of the mean of x [seeds] (NaN-free)."""
+  """Mean and 95% percentile-bootstrap interval of the mean of x [seeds] (NaN entries left out:
+  a metric a cell did not record)."""
   x = np.asarray(x, np.float64)
+  x = x[np.isfinite(x)]
   if x.size == 0:
     return (float("nan"),) * 3
   idx = np.random.default_rng(seed).integers(0, x.size, (n, x.size))

@@ -44,11 +44,15 @@ _LEVELS = flags.DEFINE_list(
 _HEADS = flags.DEFINE_list("heads", ["flow", "laplace", "l1"], "2D heads.")
 
 LEVELS = (*pseudo_labels.PRESETS, "real")
-KEYS = ("hanco/MPJPE", "hanco/MPVPE", "teacher/hanco/MPJPE")
+KEYS = ("hanco/MPJPE", "hanco/MPVPE", "teacher_frames/hanco/MPJPE", "teacher/hanco/MPJPE")
 VIEWS, FRAMES = (2, 4, 8), (1, 4)
 
 
 run_one, bootstrap_ci, _fmt = cells.run_one, cells.bootstrap_ci, cells.fmt
+
+
+def _get(result: dict, key: str) -> float:
+  return result.get(key, float("nan"))  # a key added after the cell ran
 
 
 def heads_table(results: dict, budget: str) -> str:
@@ -61,7 +65,7 @@ def heads_table(results: dict, budget: str) -> str:
   lines += ["| head | level | seeds | " + " | ".join(KEYS) + " |", "|---" * (3 + len(KEYS)) + "|"]
   for h in heads:
     for lv in levels:
-      cells = [_fmt(bootstrap_ci([results[h][lv][s][k] for s in seeds(h, lv)])) for k in KEYS]
+      cells = [_fmt(bootstrap_ci([_get(results[h][lv][s], k) for s in seeds(h, lv)])) for k in KEYS]
       lines.append(f"| {h} | {lv} | {len(seeds(h, lv))} | " + " | ".join(cells) + " |")
   base = levels[0]
 
@@ -95,7 +99,7 @@ def views_table(results: dict, budget: str) -> str:
   lines += ["| views | frames | seeds | " + " | ".join(KEYS) + " |", "|---" * (3 + len(KEYS)) + "|"]
   for cell, per_seed in results.items():
     v, t = cell[1:].split("_t")
-    cells = [_fmt(bootstrap_ci([r[k] for r in per_seed.values()])) for k in KEYS]
+    cells = [_fmt(bootstrap_ci([_get(r, k) for r in per_seed.values()])) for k in KEYS]
     lines.append(f"| {v} | {t} | {len(per_seed)} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 

@@ -99,3 +99,37 @@ def test_labels_evaluator_pools_over_labels():
   out = metrics.finalize(evaluators.Labels().stats(None, None, None, pred, batch))
   assert out["labels/wrong_downweighted"] == pytest.approx(3 / 4)
   assert out["labels/right_downweighted"] == pytest.approx(2 / (4 * 21 - 4))
+
+
+def test_teacher_row_holds_the_frames_it_triangulates_whole_and_the_model_sits_beside_it():
+  from handflow.geometry import cameras
+
+  rng = np.random.default_rng(2)
+  b, t, v = 2, 1, 2
+  xyz = rng.normal(scale=0.03, size=(b, t, 21, 3)) + np.array([0.0, 0.0, 0.5])
+  K = np.array([[200.0, 0, 64], [0, 200.0, 64], [0, 0, 1]])
+  eyes = np.array([[0.3, 0.0, 0.0], [-0.3, 0.0, 0.0]])
+  T = np.asarray(cameras.look_at(eyes, np.array([0.0, 0.0, 0.5])))  # [v, 4, 4]
+  T = np.broadcast_to(T, (b, t, v, 4, 4))
+  Ks = np.broadcast_to(K, (b, t, v, 3, 3))
+  uv = np.asarray(cameras.world_to_image(Ks, T, np.repeat(xyz[:, :, None], v, 2))[0])
+  conf = np.ones((b, t, v, 21))
+  conf[1, 0, 1, :5] = 0.0  # frame 1: five joints seen by one view only
+  pred_j = xyz.copy()
+  pred_j[0, 0, 5, 0] += 0.01  # the model: 1 cm off on one joint in frame 0, 5 cm in frame 1
+  pred_j[1, 0, 5, 0] += 0.05
+  batch = {
+    **_batch(b, t, v),
+    "xyz": jnp.asarray(xyz, jnp.float32),
+    "uv_pl": jnp.asarray(uv, jnp.float32),
+    "conf": jnp.asarray(conf, jnp.float32),
+    "K": jnp.asarray(Ks, jnp.float32),
+    "T_cam_world": jnp.asarray(T, jnp.float32),
+  }
+  ev = evaluators.Pose3D(protocols=("rootrel",), rows=(("", "joints", ""),), teacher=True)
+  out = metrics.finalize(ev.stats(None, None, None, {"joints": jnp.asarray(pred_j)}, batch))
+  assert out["teacher/full_hands"] == pytest.approx(0.5)
+  assert out["teacher/rootrel/MPJPE"] == pytest.approx(0.0, abs=0.05)  # exact labels, frame 0
+  assert out["teacher_frames/rootrel/MPJPE"] == pytest.approx(10 / 21, rel=1e-3)  # frame 0
+  assert out["rootrel/MPJPE"] == pytest.approx((10 + 50) / 42, rel=1e-3)  # both frames
+  assert out["versus/no_teacher/model"] == pytest.approx(0.0, abs=1e-3)  # joints 0-4, frame 1
