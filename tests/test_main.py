@@ -65,8 +65,10 @@ def test_tiny_ust_trains_reports_evaluates_and_predicts(tmp_path):
   assert "trained ust for 4 steps" in r.stdout and "## Test split (mm)" in r.stdout
   results = json.loads((wd / "results.json").read_text())
   for who in ("trained", "untrained"):
-    for key in ("hanco/MPJPE", "hanco/MPVPE", "rootrel/PA-MPVPE", "teacher/hanco/MPJPE"):
+    for key in ("hanco/MPJPE", "hanco/MPVPE", "rootrel/PA-MPVPE"):
       assert results[who][key] > 0, (who, key)
+    full = results[who]["teacher/full_hands"]  # frames the teacher triangulates whole
+    assert (results[who]["teacher/hanco/MPJPE"] > 0) if full > 0 else full == 0.0, who
   for png in ("overlay.png", "training_curve.png"):
     assert (wd / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert "test/overlay" in _tensorboard_tags(wd / "tb")  # beside the curves
@@ -81,8 +83,9 @@ def test_tiny_ust_trains_reports_evaluates_and_predicts(tmp_path):
   config = ust.get_config("tiny,K=3")
   config.seed, config.data.data_dir = 7, str(tmp_path / "tfds")
   again = modes.run("eval", config, wd)
-  assert again["trained"] == results["trained"]
-  assert json.loads((wd / "results.json").read_text())["trained"] == results["trained"]
+  np.testing.assert_equal(again["trained"], results["trained"])  # NaN (no such frames) = NaN
+  rewritten = json.loads((wd / "results.json").read_text())["trained"]
+  np.testing.assert_equal(rewritten, results["trained"])
   modes.run("predict", config, wd)
   _predict_wrote_meshes_and_overlays(wd, config)
   _workdir_keeps_its_record(wd, config, common)
