@@ -78,20 +78,18 @@ def vertex_uv(model) -> np.ndarray:
   return (0.02 + 0.96 * (v - lo) / np.maximum(hi - lo, 1e-9)).astype(np.float32)
 
 
+_PLACED = [f.name for f in dataclasses.fields(single_image.Placed)]
+
+
 @functools.partial(
   jax.tree_util.register_dataclass,
-  data_fields=["verts", "joints", "R", "root", "betas", "albedo", "light", "net"],
+  data_fields=[*_PLACED, "albedo", "light", "net"],
   meta_fields=[],
 )
 @dataclasses.dataclass(frozen=True)
-class Hand:
-  """One hand per image, camera frame (metres)."""
+class Hand(single_image.Placed):
+  """A placed hand (camera frame, metres) with its appearance and the network output."""
 
-  verts: jax.Array  # [n, v, 3]
-  joints: jax.Array  # [n, 21, 3]
-  R: jax.Array  # [n, 16, 3, 3]: the wrist's camera-frame orientation, then the finger joints
-  root: jax.Array  # [n, 3]
-  betas: jax.Array  # [n, nb] bounded
   albedo: jax.Array  # [n, f, 3, 3] per face corner
   light: hand_render.Light
   net: hand_pose_net.NetOutput
@@ -167,7 +165,7 @@ class CycleHand(base.MethodBase):
       net.tex_offset
     )
     light = hand_render.Light(*hand_pose_net.light_from_raw(net.light, p.root))
-    return Hand(p.verts, p.joints, p.R, p.root, p.betas, albedo, light, net)
+    return Hand(**vars(p), albedo=albedo, light=light, net=net)
 
   def rotate(self, h: Hand, R):
     """(vertices, keypoints) of the hand rotated by R [n, 3, 3] about its root."""
