@@ -224,7 +224,8 @@ class Calibration:
         r = pred["uncertainty"] * chi3_radius(level) / math.sqrt(3.0)
         res[f"calib/3d_{round(level * 100)}"] = _frames(jnp.mean(d_gt <= r, axis=-1))
     density = getattr(method, "uv_log_density", None)
-    if density is not None and "uv_log_lik" in pred:
+    # Heads without samples (laplace, l1: one point per joint) have no 2D region here.
+    if density is not None and pred.get("uv_log_lik", jnp.zeros((0,))).shape[-1] > 0:
       lp_gt = density(params, extra, batch, batch["uv"])  # [b, t, v, 21]
       for level in self.levels:
         q2 = jnp.quantile(pred["uv_log_lik"], 1.0 - level, axis=-1)

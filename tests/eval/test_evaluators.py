@@ -133,3 +133,19 @@ def test_teacher_row_holds_the_frames_it_triangulates_whole_and_the_model_sits_b
   assert out["teacher_frames/rootrel/MPJPE"] == pytest.approx(10 / 21, rel=1e-3)  # frame 0
   assert out["rootrel/MPJPE"] == pytest.approx((10 + 50) / 42, rel=1e-3)  # both frames
   assert out["versus/no_teacher/model"] == pytest.approx(0.0, abs=1e-3)  # joints 0-4, frame 1
+
+
+def test_calibration_skips_2d_regions_of_a_head_without_samples():
+  class OnePointHead:  # laplace / l1: the prediction carries no hypothesis samples
+    def uv_log_density(self, params, extra, batch, uv):
+      raise AssertionError("no density without samples")
+
+  b, t, v = 4, 2, 2
+  pred = {
+    "joints": jnp.zeros((b, t, 21, 3)),
+    "uncertainty": jnp.full((b, t, 21), 0.01),
+    "uv_log_lik": jnp.zeros((b, t, v, 21, 0)),
+  }
+  batch = dict(_batch(b, t, v), xyz=jnp.zeros((b, t, 21, 3)))
+  s = evaluators.Calibration((0.5,)).stats(OnePointHead(), None, None, pred, batch)
+  assert metrics.finalize(s) == {"calib/3d_50": 1.0}
