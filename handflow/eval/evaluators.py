@@ -116,8 +116,9 @@ class Pose3D:
       scores["teacher/full_hands"] = full.astype(jnp.float32)
       add("teacher/", jnp.where(valid_t[..., None], x_t, 0.0), None, full)
       if self.rows and self.rows[0][1] in pred:
-        add("teacher_frames/", _frames(pred[self.rows[0][1]]), None, full)
-        self._versus_teacher(_frames(pred[self.rows[0][1]]), x_t, valid_t, gt_j, dists, point_masks)
+        model_j = _frames(pred[self.rows[0][1]])
+        add("teacher_frames/", model_j, None, full)
+        self._versus_teacher(model_j, x_t, valid_t, gt_j, dists, point_masks)
     if not dists:
       return None
     return metrics.batch_stats(dists, scores, _frame_mask(batch), point_masks)
