@@ -10,7 +10,11 @@ Per example (a clip [t, v, ...]):
   crop on real data; without one, around the dataset's hand `box` where it ships one, else the
   whole image) and, when training, random scale, rotation and translation: one pixel
   affine A, applied to the image by TF's projective transform and to the cameras exactly
-  (K' = [A; 0 0 1] K), to the pseudo-labels (uv' = A uv) and to the 2D ground truth;
+  ([A; 0 0 1] K = K' R_z: the crop's scale and shift go into the intrinsics K', its in-plane
+  rotation R_z about the optical axis into the extrinsics, T_cam_world' = R_z T_cam_world),
+  to the pseudo-labels (uv' = A uv) and to the 2D ground truth. The rotation belongs to the
+  camera, not the intrinsics, because a single-image regressor predicts the hand's
+  orientation in the camera frame: the frame must turn with the image it sees;
 - colour jitter (train), normalisation; views beyond config.data.views are dropped.
 Batches are [b, t, v, ...] with b = per-host batch size (`data.single_view`: every view of every
 frame is its own example, t = v = 1, with an `image_id`, shuffled across clips when training);
@@ -118,12 +122,14 @@ def _pseudo_labels_fn(config, split):
   return fn
 
 
-def _crop_geometry(uv_pl, conf, uv, K, box, in_hw, size, train, rng_seed):
+def _crop_geometry(uv_pl, conf, uv, K, T, box, in_hw, size, train, rng_seed):
   """Per example (NumPy): the pixel affine A [t, v, 2, 3] from the input crop to the network's
   crop, around the confident pseudo-labels (else the dataset's hand box [t, v, 4] where it
   has one, else the whole input; plus random scale, shift and rotation when training), and
   what it does to the cameras and points: TF's 8-vector of A^-1 (output -> input pixels)
-  [t, v, 8], K' = [A; 0 0 1] K, A uv_pl (0 where missing) and A uv."""
+  [t, v, 8], the crop's intrinsics K' and extrinsics T' = R_z T with [A; 0 0 1] K = K' R_z
+  (R_z the crop's in-plane rotation; identity without augmentation), A uv_pl (0 where
+  missing) and A uv."""
   rng = np.random.default_rng(rng_seed)
   good = conf > 0.3
   none = ~np.any(good, -1)  # no confident detection in a view
@@ -153,8 +159,11 @@ def _crop_geometry(uv_pl, conf, uv, K, box, in_hw, size, train, rng_seed):
   inv = cameras.invert_affine(A).reshape(shape + (6,))
   transforms = np.concatenate([inv, np.zeros(shape + (2,), inv.dtype)], -1)
   uv_pl_out = np.where(conf[..., None] > 0, cameras.warp_points(A, uv_pl), 0.0)
+  R_z = cameras.in_plane_rotation(angle)  # [t, v, 3, 3]
+  K_out = cameras.warp_K(K, A) @ np.swapaxes(R_z, -1, -2)
+  T_out = cameras.rotate_camera(R_z, T)
   f32 = lambda x: np.asarray(x, np.float32)
-  return f32(transforms), f32(cameras.warp_K(K, A)), f32(uv_pl_out), f32(cameras.warp_points(A, uv))
+  return (f32(transforms), f32(K_out), f32(T_out), f32(uv_pl_out), f32(cameras.warp_points(A, uv)))
 
 
 def _warp(images, transforms, size):
@@ -195,10 +204,10 @@ def _example_fn(config, split, train, seed):
     # Augmentation differs per draw (the position in the repeated, shuffled stream) and is
     # reproducible; evaluation uses no augmentation.
     aug_seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)])
-    transforms, K2, uv_pl2, uv2 = tf.numpy_function(
-      lambda u, c, g, k, b, s: _crop_geometry(u, c, g, k, b, in_hw, size, train, s.tolist()),
-      [uv_pl, conf, uv, K, box, aug_seed],
-      [tf.float32] * 4,
+    transforms, K2, T2, uv_pl2, uv2 = tf.numpy_function(
+      lambda u, c, g, k, T, b, s: _crop_geometry(u, c, g, k, T, b, in_hw, size, train, s.tolist()),
+      [uv_pl, conf, uv, K, T, box, aug_seed],
+      [tf.float32] * 5,
     )
     flat = tf.reshape(tf.cast(images, tf.float32) / 255.0, [t * v, *in_hw, 3])
     with_mask = masks and "hand_mask" in ex
@@ -218,7 +227,7 @@ def _example_fn(config, split, train, seed):
     out = {
       "images": tf.reshape(img, [t, v, size, size, 3]),
       "K": tf.ensure_shape(K2, [t, v, 3, 3]),
-      "T_cam_world": T,
+      "T_cam_world": tf.ensure_shape(T2, [t, v, 4, 4]),
       "uv_pl": tf.ensure_shape(uv_pl2, [t, v, 21, 2]),
       "conf": conf,
       "clip_id": clip_id,

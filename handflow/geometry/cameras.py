@@ -10,7 +10,9 @@ Conventions (OpenCV, used everywhere in handflow unless a name says otherwise):
 
 Image warps are 2x3 pixel affines `A` (uv_new = A @ [u, v, 1]); `warp_K(K, A)` returns the
 intrinsics of the warped image, exact for any affine (crop, resize, in-plane rotation about any
-centre, flips), because projection is homogeneous and A's last row is [0, 0, 1]. The affine
+centre, flips), because projection is homogeneous and A's last row is [0, 0, 1]. A rotation
+can instead go into the extrinsics (`in_plane_rotation`, `rotate_camera`: the camera frame
+turns with the image, which a regressor of camera-frame orientation needs). The affine
 helpers compute in NumPy when given NumPy inputs: the input pipeline calls them from tf.data
 threads, where eager JAX ops would queue behind the training step on the same device.
 """
@@ -132,6 +134,23 @@ def rotation_affine(angle, center):
   row0 = xp.stack([c, s, cx - c * cx - s * cy], -1)
   row1 = xp.stack([-s, c, cy + s * cx - c * cy], -1)
   return xp.stack([row0, row1], -2)
+
+
+def in_plane_rotation(angle):
+  """The camera-frame rotation R_z [..., 3, 3] about the optical axis that matches
+  `rotation_affine(angle, c)`: for K with square pixels and no skew, [rot; 0 0 1] K = K' R_z
+  with K' of the same focal length and the principal point moved by the affine."""
+  xp = _xp(angle)
+  c, s = xp.cos(angle), xp.sin(angle)
+  zero, one = xp.zeros_like(c), xp.ones_like(c)
+  rows = [xp.stack(r, -1) for r in ((c, s, zero), (-s, c, zero), (zero, zero, one))]
+  return xp.stack(rows, -2)
+
+
+def rotate_camera(R, T_cam_world):
+  """The camera turned by R [..., 3, 3] in its own frame: [R 0; 0 1] T_cam_world."""
+  xp = _xp(R, T_cam_world)
+  return xp.concatenate([R @ T_cam_world[..., :3, :], T_cam_world[..., 3:, :]], -2)
 
 
 def compose_affine(A2, A1):

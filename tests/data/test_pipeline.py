@@ -21,6 +21,24 @@ def test_augmented_batches_keep_projection_exact(tiny):  # noqa: F811
     jnp.asarray(batch["xyz"])[:, :, None],
   )
   assert np.abs(np.asarray(uv) - batch["uv"]).max() < 0.01
+  # The crop's in-plane rotation went into the extrinsics (the camera frame turns with the
+  # image, as a single-image regressor of camera-frame orientation needs), not into K.
+  K = batch["K"]
+  np.testing.assert_allclose(K[..., 0, 1], 0, atol=1e-3)
+  np.testing.assert_allclose(K[..., 1, 0], 0, atol=1e-3)
+  np.testing.assert_allclose(K[..., 0, 0], K[..., 1, 1], rtol=1e-4)
+  # The camera centres are the dataset's: only the orientation about the optical axis changed.
+  T_data = {}
+  for ev in pipeline.batches(config, "train", train=False):
+    T_data.update(
+      zip(ev["clip_id"][ev["mask"] > 0], ev["T_cam_world"][ev["mask"] > 0], strict=True)
+    )
+  T, T0 = batch["T_cam_world"], np.stack([T_data[c] for c in batch["clip_id"]])
+  R_z = T[..., :3, :3] @ np.swapaxes(T0[..., :3, :3], -1, -2)
+  np.testing.assert_allclose(R_z[..., 2, :], np.broadcast_to([0, 0, 1], R_z.shape[:-1]), atol=1e-5)
+  assert np.abs(R_z[..., 0, 1]).max() > 0.05  # augmented
+  centre = lambda T: -np.einsum("...ji,...j->...i", T[..., :3, :3], T[..., :3, 3])
+  np.testing.assert_allclose(centre(T), centre(T0), atol=1e-4)
   s = config.data.image_size
   assert batch["images"].shape == (config.batch_size, 2, 2, s, s, 3)
   assert np.isfinite(batch["images"]).all() and abs(batch["images"].mean()) < 3

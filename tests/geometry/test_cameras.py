@@ -103,3 +103,23 @@ def test_affine_helpers_stay_in_numpy_for_numpy_inputs():
   for a, b in zip(as_np, as_jax, strict=True):
     assert type(a) is np.ndarray and isinstance(b, jax.Array)
     np.testing.assert_allclose(a, np.asarray(b), rtol=1e-4, atol=1e-3)
+
+
+def test_in_plane_rotation_moves_into_the_extrinsics():
+  """[rot; 0 0 1] K = K' R_z: K' keeps square pixels without skew, and K', R_z T project as
+  the warped K with T does."""
+  K = np.array([[200.0, 0.0, 60.0], [0.0, 200.0, 70.0], [0.0, 0.0, 1.0]])
+  T = np.asarray(cameras.make_transform(jnp.eye(3), jnp.asarray([0.1, 0.2, 0.5])))
+  angle = np.array(0.6)
+  A = cameras.compose_affine(
+    cameras.rotation_affine(angle, np.array([31.5, 31.5])),
+    cameras.square_crop_affine(np.array([50.0, 60.0]), np.array(40.0), 64),
+  )
+  R_z = cameras.in_plane_rotation(angle)
+  K2 = cameras.warp_K(K, A) @ R_z.T
+  np.testing.assert_allclose(K2[[0, 1, 2, 2], [1, 0, 0, 1]], 0, atol=1e-9)
+  np.testing.assert_allclose(K2[0, 0], 320.0)  # 40 px -> 64 px
+  x = _points()
+  uv, _ = cameras.world_to_image(cameras.warp_K(K, A), T, x)
+  uv2, _ = cameras.world_to_image(K2, cameras.rotate_camera(R_z, T), x)
+  np.testing.assert_allclose(uv2, uv, atol=1e-3)
