@@ -129,6 +129,7 @@ class CycleHand(base.MethodBase):
     self.labelled_cone = float(d.get("labelled_views", 0.0))
     _check(0 <= self.labelled_cone <= 180, "data.labelled_views", "degrees in [0, 180]")
     self.label_seed = int(d.get("seed", 0))
+    _check(m.pool in hand_pose_net.POOLS, "model.pool", f"'{m.pool}': one of {hand_pose_net.POOLS}")
     self.net = hand_pose_net.HandPoseNet(
       backbone_depth=m.backbone_depth,
       backbone_width=m.backbone_width,
@@ -139,6 +140,9 @@ class CycleHand(base.MethodBase):
       texture_latent=m.texture_latent,
       texture_resolution=m.texture_resolution,
       proj_dim=m.proj_dim,
+      pool=m.pool,
+      pool_stride=m.pool_stride,
+      pool_channels=m.pool_channels,
     )
     if self.texture_mode == "uv":
       self.face_uv = self.model.face_uv

@@ -9,7 +9,11 @@
   out.proj          [n, p] L2-normalised projection of the global feature (NT-Xent)
   out.feature       [n, d] the global feature
 
-- Backbone: `models.resnet.ResNet`, global average pooled, a dense layer to `feature_dim`.
+- Backbone: `models.resnet.ResNet` (map at `pool_stride`) -> `pool` -> a dense layer to
+  `feature_dim`. `pool="mean"` is HMR's global average. `pool="flatten"` projects each cell of
+  the map to `pool_channels` and flattens them: a global average keeps little of where things
+  lie in the crop, and on the CPU budget (64 px crops, a few thousand images) a regressor on it
+  learned neither the wrist's place in the crop nor its orientation (issue 14's note).
 - Regressor: iterative error feedback (HMR, PyMAF): `iterations` applications of one shared
   `ManoHead` to [feature, current estimate], each adding its (zero-initialised) output to the
   estimate, which starts at the mean hand facing the camera with `CAMERA_INIT`.
@@ -37,6 +41,7 @@ LIGHT_INIT = (0.45, 0.6)  # ambient, diffuse of an untrained light head
 LIGHT_DIRECTION = np.array([0.0, -0.6, -0.8], np.float32)  # from the hand towards the light
 LIGHT_DISTANCE_M = 0.4
 OFFSET_MAX = 0.25  # the texture offset's bound (tanh)
+POOLS = ("mean", "flatten")
 
 
 @functools.partial(
@@ -87,17 +92,27 @@ class HandPoseNet(nn.Module):
   texture_latent: int = 16
   texture_resolution: int = 32
   proj_dim: int = 64
+  pool: str = "mean"  # "mean" (HMR: global average) or "flatten" (the map kept, see below)
+  pool_stride: int = 32  # the backbone map's stride
+  pool_channels: int = 16  # "flatten": channels per map cell
 
   @nn.compact
   def __call__(self, images) -> NetOutput:
+    if self.pool not in POOLS:
+      raise ValueError(f"config model.pool '{self.pool}': one of {POOLS}")
     fmap = resnet.ResNet(
       depth=self.backbone_depth,
       width=self.backbone_width,
-      out_stride=32,
+      out_stride=self.pool_stride,
       features=self.feature_dim,
       name="backbone",
     )(images)
-    feature = nn.gelu(nn.Dense(self.feature_dim, name="global")(jnp.mean(fmap, axis=(1, 2))))
+    if self.pool == "mean":
+      pooled = jnp.mean(fmap, axis=(1, 2))
+    else:  # where each part of the hand lies survives: the cells stay apart
+      cells = nn.Conv(self.pool_channels, (1, 1), name="pool_proj")(fmap)
+      pooled = cells.reshape(cells.shape[0], -1)
+    feature = nn.gelu(nn.Dense(self.feature_dim, name="global")(pooled))
     head = mano_head.ManoHead(
       self.hidden, self.num_betas, global_orient=True, camera=True, name="regressor"
     )

@@ -259,6 +259,7 @@ def test_palm_angle_known_answers():
     ("loss.temperature", 0.0, "loss.temperature"),
     ("data.labelled_fraction", 1.5, "data.labelled_fraction"),
     ("texture", "paint", "texture"),
+    ("model.pool", "max", "model.pool"),
   ],
 )
 def test_invalid_config_names_the_key(key, value, match):
@@ -378,3 +379,19 @@ def test_tiny_config_lowers_its_loss_in_a_few_steps(method):
              f"loss/{k}" in metrics)  # fmt: skip
   assert {"loss/cycle", "loss/photo", "loss/contrastive", "loss/sup3d"} <= set(metrics)
   assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_flatten_pool_keeps_the_map_cells_apart():
+  """pool="flatten": one projection per cell of the stride-16 map, flattened; the same image
+  shifted by a cell gives another feature (a global average of a padded map barely moves)."""
+  net = hand_pose_net.HandPoseNet(
+    backbone_depth=10, backbone_width=8, feature_dim=16, hidden=16, num_betas=5,
+    texture_latent=4, texture_resolution=8, proj_dim=8, pool="flatten", pool_stride=16,
+    pool_channels=4,
+  )  # fmt: skip
+  img = jnp.zeros((2, 64, 64, 3)).at[0, 8:24, 8:24].set(2.0).at[1, 40:56, 40:56].set(2.0)
+  params = net.init({"params": jax.random.key(0), "texture": jax.random.key(1)}, img[:1])
+  assert params["params"]["global"]["kernel"].shape == (4 * 4 * 4, 16)
+  out = net.apply(params, img)
+  assert out.mano.rot6d_delta.shape == (2, 16, 6) and np.isfinite(out.feature).all()
+  assert np.abs(out.feature[0] - out.feature[1]).max() > 1e-3
