@@ -1,5 +1,7 @@
 """UST-Hand on the tiny config: shapes through every stage, losses, a train step, evaluation."""
 
+import json
+
 import jax
 import jax.extend
 import jax.numpy as jnp
@@ -180,6 +182,8 @@ def test_any_number_of_views_and_frames(setup, views, frames):
 # The step-0 losses of the tiny config on its first training batch (seed 0): a change in any
 # term's numerics, or in the initialisation, shows here. Re-recorded with the robust fusion
 # (issue 13): the cloud, the label weights and the detector's structured failures changed.
+# The reprojection terms moved by 1e-4 (rounding) when the crops' in-plane rotation moved from
+# K into T_cam_world (the same projection matrices, another product order).
 STEP0 = {
   "loss": 15.77212905883789,
   "labels/downweighted": 0.0,
@@ -188,12 +192,12 @@ STEP0 = {
   "loss/limits": 0.0,
   "loss/nll": 10.708895683288574,
   "loss/pose": 0.0,
-  "loss/reproj": 0.3989160656929016,
+  "loss/reproj": 0.39896929264068604,
   "loss/reproj_refined": 0.3287369906902313,
   "loss/shape": 0.0,
   "loss/smooth": 0.0,
   "loss/to_fused": 0.292640745639801,
-  "reproj_px": 10.561980247497559,
+  "reproj_px": 10.563193321228027,
   "sigma_px": 2.7516212463378906,
 }
 
@@ -205,9 +209,9 @@ def test_step0_losses_are_pinned(setup):
   }
   loss, (metrics, _) = jax.jit(method.loss_fn)(params, {}, batch, jax.random.key(1), 0)
   got = {"loss": float(loss), **{k: float(v) for k, v in metrics.items()}}
-  for k, want in STEP0.items():
-    # Rendering may round a pixel differently on another CPU: a loose relative tolerance.
-    assert got[k] == pytest.approx(want, rel=1e-4, abs=1e-7), k
+  # Rendering may round a pixel differently on another CPU: a loose relative tolerance.
+  off = [k for k, want in STEP0.items() if got[k] != pytest.approx(want, rel=1e-4, abs=1e-7)]
+  assert not off, f"{off} changed; step 0 now gives {json.dumps(got, indent=2, sort_keys=True)}"
 
 
 def test_bfloat16_step_keeps_geometry_in_float32(setup):
