@@ -22,7 +22,7 @@ from etils import epath
 
 from handflow import exports, files, report, sharding, train
 from handflow.data import pipeline
-from handflow.eval import evaluators
+from handflow.eval import baselines, evaluators
 from handflow.methods import registry
 from handflow.viz import figures
 
@@ -85,8 +85,20 @@ def run(mode: str, config, workdir):
   untrained = jax.device_put(untrained, jax.tree.map(lambda x: x.sharding, trained))
   calib = split_batches(config, "eval") if _has_split(config, s["eval"]) else None
   return report.write(
-    config, workdir, method, trained, untrained, test, evals, stats_fn, mesh, calib
-  )
+    config, workdir, method, trained, untrained, test, evals, stats_fn, mesh, calib,
+    mean_hand=training_mean_hand(config, method, s["train"]),
+  )  # fmt: skip
+
+
+def training_mean_hand(config, method, split):
+  """The Procrustes mean [21, 3] of the keypoints of the training images whose labels
+  `method.labelled` lets it read (`eval.baselines`), or None: a method without a labelled
+  subset (UST-Hand reads no 3D label), or no such image."""
+  if not (hasattr(method, "labelled") and config.data.get("supervised", False)):
+    return None
+  batches = pipeline.batches(config, split, train=False, **_host())
+  x = baselines.labelled_points(batches, method.labelled)
+  return baselines.mean_hand(x) if len(x) else None
 
 
 def _has_split(config, split) -> bool:

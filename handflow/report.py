@@ -34,11 +34,14 @@ from etils import epath
 
 from handflow import files, sharding, writers
 from handflow.data import detect, detected_labels, label_stats, pipeline, prepare
+from handflow.eval import baselines, metrics, protocols
 from handflow.eval import evaluators as evaluators_lib
-from handflow.eval import metrics, protocols
 from handflow.viz import figures
 
 TEACHER = "teacher: pseudo-labels triangulated"
+# A constant: PA-only; see handflow.eval.baselines.
+MEAN_HAND = "training images' mean hand (constant: PA metrics only)"
+
 CALIB = ("calib/2d_50", "calib/2d_90", "calib/3d_50", "calib/3d_90")
 LABELS = ("labels/wrong_downweighted", "labels/right_downweighted")
 
@@ -67,6 +70,11 @@ _NOTES = {
   "rootrel": "rootrel: wrist aligned",
   "freihand": "freihand: the official scorer's metrics (F@5 / F@15: aligned meshes)",
 }
+
+
+def _host_note() -> str:
+  """Its training mean and test images are this host's share on a multi-host run."""
+  return "" if jax.process_count() == 1 else " (this host's images)"
 
 
 def _protocol_note(names) -> str:
@@ -102,7 +110,7 @@ def _viewpoint_table(view, trained, untrained) -> list[str]:
   return lines
 
 
-def tables(title, evals, trained: dict, untrained: dict, labels: dict) -> str:
+def tables(title, evals, trained: dict, untrained: dict, labels: dict, mean_hand=None) -> str:
   lines = []
   if not evals:
     lines += [
@@ -114,6 +122,8 @@ def tables(title, evals, trained: dict, untrained: dict, labels: dict) -> str:
   if pose is not None:
     rows = [(f"{title}, trained", trained, ""), (f"{title}, untrained", untrained, "")]
     rows += [(labels.get(p, p.rstrip("/")), trained, p) for p, _, _ in pose.rows if p]
+    if mean_hand:
+      rows.append((MEAN_HAND + _host_note(), mean_hand, ""))
     if pose.teacher:
       share = trained.get("teacher/full_hands")
       where = "" if share is None else f" ({share:.0%} of frames: all 21 joints in >= 2 views)"
@@ -223,15 +233,18 @@ def stability(evals, rows: list, trained: dict) -> str:
   return "\n".join(out) + "\n" if len(out) > 3 else ""
 
 
-def score_once(stats_fn, models: dict, batches, mesh, labels=None):
+def score_once(stats_fn, models: dict, batches, mesh, labels=None, keypoints=None):
   """{name: dataset metrics} of each (params, extra) in `models` over one pass of `batches`,
   and the first global batch (for figures). `labels`: a list that collects this host's real
-  clips' (uv_pl, conf, uv) for the pseudo-label statistics."""
+  clips' (uv_pl, conf, uv) for the pseudo-label statistics; `keypoints`: one that collects
+  this host's real frames' ground-truth keypoints [n, 21, 3]."""
   totals, first = {}, None
   for local in batches:
+    real = np.asarray(local["mask"]) > 0
     if labels is not None and "uv" in local:
-      real = np.asarray(local["mask"]) > 0
       labels.append(tuple(np.asarray(local[k])[real] for k in ("uv_pl", "conf", "uv")))
+    if keypoints is not None and "xyz" in local:
+      keypoints.append(np.asarray(local["xyz"])[real].reshape(-1, 21, 3))
     batch = sharding.global_batch(local, mesh)
     first = batch if first is None else first
     for name, (params, extra) in models.items():
@@ -261,17 +274,26 @@ def conformal(predict_fn, evals, trained, calib_batches, test_batches, mesh) -> 
 
 def write(
   config, workdir, method, trained, untrained, test_batches, evals, stats_fn, mesh,
-  calib_batches=None,
+  calib_batches=None, mean_hand=None,
 ) -> dict:  # fmt: skip
+  """Scores the test split once and writes results.{json,md} and the figures. `mean_hand`
+  [21, 3]: the training images' Procrustes mean hand (`eval.baselines`), scored as a constant
+  row beside the models (its Procrustes-aligned metrics only)."""
   workdir = epath.Path(workdir)
   predict_fn = jax.jit(method.predict)  # the conformal radii and the overlay share it
-  collected = []
+  collected, gt_j = [], []
   if evals:
     results, batch = score_once(
-      stats_fn, {"trained": trained, "untrained": untrained}, test_batches(), mesh, collected
-    )
+      stats_fn, {"trained": trained, "untrained": untrained}, test_batches(), mesh, collected,
+      gt_j if mean_hand is not None else None,
+    )  # fmt: skip
   else:  # nothing to score (pre-training): no pass over the test split
     results, batch = {"trained": {}, "untrained": {}}, None
+  pose, _ = _pose_columns(evals)
+  if gt_j and pose is not None:
+    results["mean_hand"] = baselines.constant_metrics(
+      mean_hand, np.concatenate(gt_j), pose.protocols
+    )
   if any(k.startswith("calib/3d_") for k in results["trained"]):
     c = conformal(predict_fn, evals, trained, calib_batches, test_batches, mesh)
     results["trained"].update(c)
@@ -279,7 +301,7 @@ def write(
     return results
   title = getattr(method, "title", config.method)
   text = tables(title, evals, results["trained"], results["untrained"],
-                getattr(method, "report_labels", {}))  # fmt: skip
+                getattr(method, "report_labels", {}), results.get("mean_hand"))  # fmt: skip
   rows = writers.read_jsonl(workdir)
   text += stability(evals, rows, results["trained"])
   if collected:

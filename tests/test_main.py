@@ -73,6 +73,7 @@ def test_tiny_ust_trains_reports_evaluates_and_predicts(tmp_path):
     assert (wd / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert "test/overlay" in _tensorboard_tags(wd / "tb")  # beside the curves
   assert "teacher: pseudo-labels triangulated" in (wd / "results.md").read_text()
+  assert "mean_hand" not in results  # UST-Hand reads no 3D label: no training mean to score
   # 3D radii chosen on validation, scored on test.
   for lv in ("50", "90"):
     assert 0.0 <= results["trained"][f"calib/3d_{lv}_conformal"] <= 1.0
@@ -272,6 +273,10 @@ def test_tiny_cyclehand_trains_reports_evaluates_and_predicts(tmp_path):
   shares = [results["trained"][f"view/{b}/share"] for b in ("0-45", "45-90", "90-135", "135-180")]
   assert sum(shares) == pytest.approx(1.0)  # every test image falls in one viewpoint bin
   assert "## By viewpoint" in (wd / "results.md").read_text()
+  # The training images' mean hand, a constant scored beside the models (PA metrics only).
+  assert set(results["mean_hand"]) == {"freihand/PA-MPJPE"}
+  assert 0 < results["mean_hand"]["freihand/PA-MPJPE"] < 100
+  assert "| training images' mean hand (constant" in (wd / "results.md").read_text()
   for png in ("overlay.png", "training_curve.png", "cycle.png"):
     assert (wd / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   rows = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]

@@ -139,11 +139,15 @@ class HandMIM(base.MethodBase):
         tree["backbone"] = vit.load(tree["backbone"], params[coll]["backbone"])
     return finetune.load(params, restored, cfg)
 
+  def labelled(self, batch):
+    """[n] float: the images whose labels the loss may read (and real, not padding)."""
+    return single_image.labelled(batch, self.labelled_fraction, self.label_seed)
+
   def loss_fn(self, params, extra, batch, rng, step):
     del extra, step
     n = self._images(batch).shape[0]
     K = self._K(batch)
-    lab = single_image.labelled(batch, self.labelled_fraction, self.label_seed)
+    lab = self.labelled(batch)
     names = [k for k in single_image.SUPERVISED_TERMS if self.weights[k]]
     per_iter = []
     for h in self.forward(params, batch, rng):
