@@ -86,7 +86,7 @@ def run(mode: str, config, workdir):
   calib = split_batches(config, "eval") if _has_split(config, s["eval"]) else None
   return report.write(
     config, workdir, method, trained, untrained, test, evals, stats_fn, mesh, calib,
-    mean_hand=training_mean_hand(config, method, s["train"]),
+    mean_hand=lambda: training_mean_hand(config, method, s["train"]),
   )  # fmt: skip
 
 

@@ -39,7 +39,6 @@ from handflow.eval import evaluators as evaluators_lib
 from handflow.viz import figures
 
 TEACHER = "teacher: pseudo-labels triangulated"
-# A constant: PA-only; see handflow.eval.baselines.
 MEAN_HAND = "training images' mean hand (constant: PA metrics only)"
 
 CALIB = ("calib/2d_50", "calib/2d_90", "calib/3d_50", "calib/3d_90")
@@ -276,12 +275,15 @@ def write(
   config, workdir, method, trained, untrained, test_batches, evals, stats_fn, mesh,
   calib_batches=None, mean_hand=None,
 ) -> dict:  # fmt: skip
-  """Scores the test split once and writes results.{json,md} and the figures. `mean_hand`
-  [21, 3]: the training images' Procrustes mean hand (`eval.baselines`), scored as a constant
-  row beside the models (its Procrustes-aligned metrics only)."""
+  """Scores the test split once and writes results.{json,md} and the figures. `mean_hand() ->
+  [21, 3] | None`: the training images' Procrustes mean hand (`eval.baselines`), read only when
+  a keypoint protocol is scored, then scored as a constant row beside the models (its
+  Procrustes-aligned metrics only)."""
   workdir = epath.Path(workdir)
   predict_fn = jax.jit(method.predict)  # the conformal radii and the overlay share it
   collected, gt_j = [], []
+  pose, _ = _pose_columns(evals)
+  mean_hand = mean_hand() if mean_hand is not None and pose is not None else None
   if evals:
     results, batch = score_once(
       stats_fn, {"trained": trained, "untrained": untrained}, test_batches(), mesh, collected,
@@ -289,8 +291,7 @@ def write(
     )  # fmt: skip
   else:  # nothing to score (pre-training): no pass over the test split
     results, batch = {"trained": {}, "untrained": {}}, None
-  pose, _ = _pose_columns(evals)
-  if gt_j and pose is not None:
+  if gt_j:
     results["mean_hand"] = baselines.constant_metrics(
       mean_hand, np.concatenate(gt_j), pose.protocols
     )

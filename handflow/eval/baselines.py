@@ -40,10 +40,8 @@ def mean_hand(points, iters: int = 20, tol: float = 1e-7) -> np.ndarray:
   size = float(np.mean(_rms(x)))
   ref = x[0] * size / max(_rms(x[0]), 1e-12)
   for _ in range(iters):
-    with jax.enable_x64(True):
-      al = alignment.procrustes(
-        jnp.asarray(x), jnp.broadcast_to(jnp.asarray(ref), x.shape), allow_reflection=False
-      )
+    with jax.enable_x64(True):  # float64 on the host: the fixed point is checked to `tol`
+      al = alignment.procrustes(x, np.broadcast_to(ref, x.shape), allow_reflection=False)
     new = np.asarray(al).mean(0)
     new = new - new.mean(0)
     new = new * size / max(_rms(new), 1e-12)
@@ -55,13 +53,13 @@ def mean_hand(points, iters: int = 20, tol: float = 1e-7) -> np.ndarray:
 
 
 def labelled_points(batches: Iterable[dict], select: Callable, limit: int = 4096) -> np.ndarray:
-  """[n, 21, 3] ground-truth keypoints ("xyz", any frame) of the images `select(batch) -> [b]`
-  marks (padding excluded by it), at most `limit` of them (the mean settles long before)."""
+  """[n, 21, 3] ground-truth keypoints ("xyz" [b, t, 21, 3], any frame) of the images
+  `select(batch) -> [b * t]` marks (padding excluded by it), at most `limit` of them (the mean
+  settles long before)."""
   out, n = [], 0
   for b in batches:
-    sel = np.asarray(select(b)) > 0
-    x = np.asarray(b["xyz"])
-    x = x.reshape((sel.shape[0], -1) + x.shape[-2:])[:, 0]  # single images: one frame each
+    sel = np.asarray(select(b)).reshape(-1) > 0
+    x = np.asarray(b["xyz"]).reshape(sel.shape + (21, 3))
     out.append(x[sel])
     n += int(sel.sum())
     if n >= limit:

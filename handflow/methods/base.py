@@ -22,6 +22,9 @@ A method is an object with (all array functions pure and jit-able; `batch["mask"
   labels as well as paths).
 - `compute_inputs(batch, dtype) -> batch` (optional, not in `MethodBase`): what the loss sees
   under bfloat16 compute; without it the loop casts every float array.
+- `labelled(batch) -> [n]` (optional, not in `MethodBase`; CycleHand, HandMIM): the images
+  whose labels the loss may read. With it (and `data.supervised`) the report scores the
+  labelled training images' mean hand as a constant row (`handflow.eval.baselines`).
 - `load_pretrained(params, restored, cfg) -> (params, report)`: puts a pre-trained tree of
   another run (perhaps another model) into `params` (`handflow.finetune.load`: matching paths,
   `dont_load` and `rename` patterns); a model whose parameters must be adapted on load (a ViT's
