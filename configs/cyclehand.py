@@ -56,6 +56,8 @@ def get_config(arg=None):
       "pool": "mean",  # "mean" (HMR's global average) or "flatten" (HandPoseNet's note)
       "pool_stride": 32,
       "pool_channels": 16,
+      "keypoints": False,  # a 2D heatmap head whose keypoints the regressor reads
+      "keypoint_stride": 4,
     }
   )
   c.cycle = ml_collections.ConfigDict(
@@ -69,6 +71,7 @@ def get_config(arg=None):
       "sup2d": 1.0,  # 2D keypoints, smooth L1 in crop units
       "sup_pose": 1.0,  # joint rotations (squared Frobenius), when the model is the data's
       "sup_shape": 1.0,
+      "sup_heatmap": 0.0,  # the 2D head's heatmaps (cross-entropy), when model.keypoints
       "photo": 1.0,  # L1 on the hand mask, input vs render (a)
       "silhouette": 1.0,  # 1 - soft IoU with the hand mask
       "cycle": 0.5,  # c vs b and d vs a: root-relative keypoints (cm) + wrist rotation

@@ -27,8 +27,9 @@ Per image (`data.single_view`: every view of every frame is a sample, [b, 1, 1, 
   and the overlap of non-adjacent finger capsules (`hand.priors.penetration`).
 - Supervision on the labelled subset (`data.labelled_fraction` of the images by a fixed hash,
   restricted to camera-palm angles <= `data.labelled_views` degrees when > 0): root-relative 3D
-  keypoints, 2D keypoints, and when the model is the dataset's own (the synthetic data's open
-  hand), the joint rotations and shape. The other images' ground truth is never read.
+  keypoints, 2D keypoints (and the 2D head's heatmaps, `model.keypoints`), and when the model is
+  the dataset's own (the synthetic data's open hand), the joint rotations and shape. The other
+  images' ground truth is never read.
 Cycle, photometric and contrastive terms start at step `loss.self_start` (a supervised warm-up:
 an untrained hand renders nothing like the input). `texture`: "uv" (the open hand's texture
 coordinates on the shipped base skin map, `hand.skin_texture`) or "vertex" (per-vertex colour: a
@@ -56,7 +57,8 @@ from handflow.render import hand_render
 TEXTURES = ("uv", "vertex")
 SELF_TERMS = ("photo", "silhouette", "cycle", "cycle_photo", "contrastive")
 LOSS_TERMS = (
-  *SELF_TERMS, *single_image.SUPERVISED_TERMS, "limits", "penetration", "shape", "kl",
+  *SELF_TERMS, *single_image.SUPERVISED_TERMS, "sup_heatmap",
+  "limits", "penetration", "shape", "kl",
 )  # fmt: skip
 SKIN_TONE = np.array([0.8, 0.6, 0.5], np.float32)
 
@@ -143,6 +145,13 @@ class CycleHand(base.MethodBase):
       pool=m.pool,
       pool_stride=m.pool_stride,
       pool_channels=m.pool_channels,
+      keypoints=bool(m.get("keypoints", False)),
+      keypoint_stride=int(m.get("keypoint_stride", 4)),
+    )
+    _check(
+      not self.weights["sup_heatmap"] or self.net.keypoints,
+      "loss.sup_heatmap",
+      "supervises the 2D keypoint head: set config.model.keypoints=True (or the weight to 0)",
     )
     if self.texture_mode == "uv":
       self.face_uv = self.model.face_uv
@@ -313,6 +322,8 @@ class CycleHand(base.MethodBase):
       lab = self.labelled(batch)
       sup = [k for k in single_image.SUPERVISED_TERMS if w.get(k)]
       terms.update(single_image.supervised_terms(self.model, a, K, size, batch, sup))
+      if w["sup_heatmap"]:
+        terms["sup_heatmap"] = single_image.heatmap_term(a.net.log_heatmap, batch, size)
 
     loss, metrics = 0.0, {}
     for k, v in terms.items():

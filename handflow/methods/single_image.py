@@ -152,6 +152,14 @@ def labelled(batch, fraction: float, seed: int, cone: float = 0.0, side: str = "
   return sel.astype(jnp.float32) * batch["mask"].reshape(n)
 
 
+def heatmap_term(log_heatmap, batch, size: int):
+  """[n]: cross-entropy of 2D keypoint heatmaps [n, h, w, 21] against Gaussians (one cell std)
+  at the ground-truth keypoints (pixel centres at (i + 0.5) / size in crop units, as `place`)."""
+  n = log_heatmap.shape[0]
+  u = (batch["uv"].reshape(n, 21, 2) + 0.5) / size
+  return jnp.mean(losses.heatmap_cross_entropy(log_heatmap, u), -1)
+
+
 def supervised_terms(model, h: Placed, K, size: int, batch, names=SUPERVISED_TERMS) -> dict:
   """{name: [n]} for the `names` the batch can supervise: "sup3d" root-relative keypoints (cm,
   L1), "sup_root" the root's camera-frame position (cm, L1), "sup2d" keypoints in the image

@@ -8,12 +8,19 @@
   out.light         [n, 5] raw light (ambient, diffuse, direction; `light_from_raw`)
   out.proj          [n, p] L2-normalised projection of the global feature (NT-Xent)
   out.feature       [n, d] the global feature
+  out.log_heatmap   [n, h, w, 21] log-probabilities of the 2D keypoint head (None without it)
 
 - Backbone: `models.resnet.ResNet` (map at `pool_stride`) -> `pool` -> a dense layer to
   `feature_dim`. `pool="mean"` is HMR's global average. `pool="flatten"` projects each cell of
   the map to `pool_channels` and flattens them: a global average keeps little of where things
   lie in the crop, and on the CPU budget (64 px crops, a few thousand images) a regressor on it
   learned neither the wrist's place in the crop nor its orientation (issue 14's note).
+- Keypoint head (`keypoints=True`): 21 heatmaps on the backbone's map at `keypoint_stride`;
+  their soft-argmax positions and heatmap-weighted features (`models.heatmaps`) join the pooled
+  map before the global feature. Supervised densely (`losses.heatmap_cross_entropy`), they learn
+  where the joints are within a few hundred steps, and the regressor then reads the wrist's
+  orientation off an explicit 2D skeleton instead of discovering it from a global feature,
+  which it did not on the CPU budget (issue 14's notes).
 - Regressor: iterative error feedback (HMR, PyMAF): `iterations` applications of one shared
   `ManoHead` to [feature, current estimate], each adding its (zero-initialised) output to the
   estimate, which starts at the mean hand facing the camera with `CAMERA_INIT`.
@@ -35,18 +42,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from handflow.models import mano_head, resnet
+from handflow.models import heatmaps, mano_head, resnet
 
 LIGHT_INIT = (0.45, 0.6)  # ambient, diffuse of an untrained light head
 LIGHT_DIRECTION = np.array([0.0, -0.6, -0.8], np.float32)  # from the hand towards the light
 LIGHT_DISTANCE_M = 0.4
 OFFSET_MAX = 0.25  # the texture offset's bound (tanh)
 POOLS = ("mean", "flatten")
+NUM_KEYPOINTS = 21
 
 
 @functools.partial(
   jax.tree_util.register_dataclass,
-  data_fields=["mano", "tex_offset", "tex_mu", "tex_logvar", "light", "proj", "feature"],
+  data_fields=[
+    "mano",
+    "tex_offset",
+    "tex_mu",
+    "tex_logvar",
+    "light",
+    "proj",
+    "feature",
+    "log_heatmap",
+  ],
   meta_fields=[],
 )
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +75,7 @@ class NetOutput:
   light: jax.Array
   proj: jax.Array
   feature: jax.Array
+  log_heatmap: jax.Array | None = None
 
 
 class TextureVAE(nn.Module):
@@ -95,28 +113,42 @@ class HandPoseNet(nn.Module):
   pool: str = "mean"  # "mean" (HMR: global average) or "flatten" (the map kept, see below)
   pool_stride: int = 32  # the backbone map's stride
   pool_channels: int = 16  # "flatten": channels per map cell
+  keypoints: bool = False  # the 2D keypoint head (see above)
+  keypoint_stride: int = 4
+  keypoint_channels: int = 16  # per joint, of its heatmap-weighted feature
 
   @nn.compact
   def __call__(self, images) -> NetOutput:
     if self.pool not in POOLS:
       raise ValueError(f"config model.pool '{self.pool}': one of {POOLS}")
+    stride = min(self.pool_stride, self.keypoint_stride) if self.keypoints else self.pool_stride
     fmap = resnet.ResNet(
       depth=self.backbone_depth,
       width=self.backbone_width,
-      out_stride=self.pool_stride,
+      out_stride=stride,
       features=self.feature_dim,
       name="backbone",
     )(images)
+    n = fmap.shape[0]
+    log_heatmap, read = None, []
+    if self.keypoints:
+      logits = nn.Conv(NUM_KEYPOINTS, (1, 1), name="heatmap")(fmap)
+      log_heatmap, uv, joint_feat = heatmaps.read(logits, fmap)
+      joint_feat = nn.Dense(self.keypoint_channels, name="keypoint_proj")(joint_feat)
+      read = [uv.reshape(n, -1), joint_feat.reshape(n, -1)]
+      if self.pool_stride > stride:
+        r = self.pool_stride // stride
+        fmap = nn.avg_pool(fmap, (r, r), (r, r))
     if self.pool == "mean":
       pooled = jnp.mean(fmap, axis=(1, 2))
     else:  # where each part of the hand lies survives: the cells stay apart
       cells = nn.Conv(self.pool_channels, (1, 1), name="pool_proj")(fmap)
-      pooled = cells.reshape(cells.shape[0], -1)
+      pooled = cells.reshape(n, -1)
+    pooled = jnp.concatenate([pooled, *read], -1)
     feature = nn.gelu(nn.Dense(self.feature_dim, name="global")(pooled))
     head = mano_head.ManoHead(
       self.hidden, self.num_betas, global_orient=True, camera=True, name="regressor"
     )
-    n = feature.shape[0]
     est = mano_head.ManoParams(
       rot6d_delta=jnp.zeros((n, 16, 6), feature.dtype),
       betas=jnp.zeros((n, self.num_betas), feature.dtype),
@@ -134,7 +166,7 @@ class HandPoseNet(nn.Module):
       nn.relu(nn.Dense(self.feature_dim, name="proj_hidden")(feature))
     )
     proj = p / jnp.maximum(jnp.linalg.norm(p, axis=-1, keepdims=True), 1e-6)
-    return NetOutput(est, tex_offset, mu, logvar, light, proj, feature)
+    return NetOutput(est, tex_offset, mu, logvar, light, proj, feature, log_heatmap)
 
 
 def light_from_raw(raw, root_cam):

@@ -10,9 +10,8 @@ crop units [0, 1]. The method (`handflow.methods.ust`) samples the flow's K hypo
 from __future__ import annotations
 
 import flax.linen as nn
-import jax.numpy as jnp
 
-from handflow.models import flow, resnet
+from handflow.models import flow, heatmaps, resnet
 
 NUM_KEYPOINTS = 21
 SIGMA_MIN = 0.002  # crop units: sigma never collapses to 0 (NLL would diverge)
@@ -37,21 +36,15 @@ class HypothesisNet(nn.Module):
     fmap = resnet.ResNet(self.depth, self.width, self.stride, self.features, name="backbone")(
       images
     )
-    n, hh, ww, c = fmap.shape
-    logits = nn.Conv(NUM_KEYPOINTS, (1, 1), name="heatmap")(fmap).reshape(n, hh * ww, -1)
-    log_prob = nn.log_softmax(logits, axis=1)  # over positions
-    prob = jnp.exp(log_prob)
-    gx = (jnp.arange(ww) + 0.5) / ww
-    gy = (jnp.arange(hh) + 0.5) / hh
-    grid = jnp.stack(jnp.meshgrid(gx, gy), -1).reshape(hh * ww, 2).astype(fmap.dtype)
-    mu = jnp.einsum("npj,pd->njd", prob, grid)
-    pooled = jnp.einsum("npj,npc->njc", prob, fmap.reshape(n, hh * ww, c))
+    c = fmap.shape[-1]
+    logits = nn.Conv(NUM_KEYPOINTS, (1, 1), name="heatmap")(fmap)
+    log_prob, mu, pooled = heatmaps.read(logits, fmap)
     embed = self.param("joint_embed", nn.initializers.normal(0.02), (NUM_KEYPOINTS, c))
     h = nn.Dense(self.joint_dim, name="joint_proj")(nn.LayerNorm(name="joint_norm")(pooled + embed))
     mlp_out = nn.Dense(self.joint_dim, name="joint_mlp_out")
     h = h + mlp_out(nn.gelu(nn.Dense(self.joint_dim, name="joint_mlp_in")(nn.gelu(h))))
     sigma = SIGMA_MIN + SIGMA_UNIT * nn.softplus(nn.Dense(2, name="sigma")(h))
-    out = dict(mu=mu, sigma=sigma, h=h, fmap=fmap, log_heatmap=log_prob.reshape(n, hh, ww, -1))
+    out = dict(mu=mu, sigma=sigma, h=h, fmap=fmap, log_heatmap=log_prob)
     if self.use_flow:
       ctx, weights = flow.ConditionalFlow(self.flow_layers, self.flow_hidden, name="flow")(h)
       out.update(flow_ctx=ctx, flow_weights=weights)

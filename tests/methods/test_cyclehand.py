@@ -394,4 +394,5 @@ def test_flatten_pool_keeps_the_map_cells_apart():
   assert params["params"]["global"]["kernel"].shape == (4 * 4 * 4, 16)
   out = net.apply(params, img)
   assert out.mano.rot6d_delta.shape == (2, 16, 6) and np.isfinite(out.feature).all()
+  assert out.log_heatmap is None  # no keypoint head (tests/models/test_heatmaps.py)
   assert np.abs(out.feature[0] - out.feature[1]).max() > 1e-3
