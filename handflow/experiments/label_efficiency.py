@@ -16,7 +16,9 @@ every arm); one pre-training per (arm, seed) serves every fraction. Each cell tr
 evaluation on the way and scores the test split once (`cells.run_one`; finished cells are
 reused, so the command resumes). Writes DIR/label_efficiency.{md,json,png}: the FreiHAND
 protocol's PA-MPJPE, PA-MPVPE, F@5, F@15 (mean [95% bootstrap CI] over seeds) per arm and
-fraction, and each arm's paired difference from scratch.
+fraction, each arm's paired difference from scratch, and per fraction the constant a regressor
+that learned nothing image-specific converges to: the Procrustes mean of the labelled training
+images' keypoints (`eval.baselines`; PA metrics only; the subset does not depend on the seed).
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
 
-from handflow import files, stages
-from handflow.data import prepare
+from handflow import files, modes, stages
+from handflow.data import pipeline, prepare
+from handflow.eval import baselines
 from handflow.experiments import cells
+from handflow.methods import registry
 
 _FLAGS = {}
 ARMS = {  # pre-training loss terms each arm switches off; None: no pre-training
@@ -90,7 +94,26 @@ def run(base, workdir: epath.Path, arms, fractions, seeds) -> dict:
   return results
 
 
-def table(results: dict, budget: str) -> str:
+def constants(base, fractions) -> dict:
+  """{fraction: {"freihand/PA-MPJPE": mm, ...}}: the labelled training images' mean hand scored
+  on the test split (the `training images' mean hand` row of the method's own report)."""
+  out = {}
+  config = finetune_config(base, 1.0, 0, "")
+  gt = baselines.labelled_points(
+    pipeline.batches(config, "test", train=False), lambda b: b["mask"], limit=1 << 30
+  )
+  for frac in fractions:
+    config.data.labelled_fraction = frac
+    ref = modes.training_mean_hand(config, registry.make(config), "train")
+    if ref is not None:
+      out[f"{frac:g}"] = baselines.constant_metrics(ref, gt, ("freihand",))
+  return out
+
+
+CONSTANT = "training images' mean hand (constant)"
+
+
+def table(results: dict, budget: str, mean_hand: dict | None = None) -> str:
   lines = [f"Budget: {budget}.", ""]
   fracs = list(next(iter(results.values())))
   for metric in METRICS:
@@ -103,6 +126,9 @@ def table(results: dict, budget: str) -> str:
       row = [cells.fmt(cells.bootstrap_ci([r[key] for r in per[f].values()]), 1 if mm else 3)
              for f in fracs]  # fmt: skip
       lines.append(f"| {arm} | {n} | " + " | ".join(row) + " |")
+    if mean_hand and all(key in mean_hand.get(f, {}) for f in fracs):
+      row = [f"{mean_hand[f][key]:.1f}" for f in fracs]
+      lines.append(f"| {CONSTANT} | – | " + " | ".join(row) + " |")
     if "scratch" in results:
       lines += ["", f"{metric} minus scratch, paired by seed:", ""]
       lines += ["| arm | " + " | ".join(fracs) + " |", "|---" * (len(fracs) + 1) + "|"]
@@ -154,10 +180,12 @@ def main(argv):
     f"{base.model.vit} ViT on {base.data.crop_size} px crops"
   )
   results = run(base, workdir, arms, fractions, seeds)
-  text = table(results, budget)
+  mean_hand = constants(base, fractions)
+  text = table(results, budget, mean_hand)
   if jax.process_index() == 0:
     files.write_text_atomic(workdir / "label_efficiency.md", text)
-    files.write_text_atomic(workdir / "label_efficiency.json", json.dumps(results, indent=1))
+    record = {"arms": results, "mean_hand": mean_hand}
+    files.write_text_atomic(workdir / "label_efficiency.json", json.dumps(record, indent=1))
     png = plot_png(results)
     files.write_atomic(workdir / "label_efficiency.png", lambda f: f.write(png))
   print(text)

@@ -14,8 +14,11 @@ def test_table_pairs_arms_with_scratch_by_seed_and_plots():
     "scratch": {"0.1": {0: _r(20.0), 1: _r(22.0)}, "1": {0: _r(10.0), 1: _r(12.0)}},
     "handmim": {"0.1": {0: _r(18.0), 1: _r(21.0)}, "1": {0: _r(10.0), 1: _r(11.0)}},
   }
-  text = le.table(results, "5 steps")
+  mean_hand = {"0.1": {"freihand/PA-MPJPE": 14.31}, "1": {"freihand/PA-MPJPE": 14.0}}
+  text = le.table(results, "5 steps", mean_hand)
   assert text.startswith("Budget: 5 steps.")
+  # The constant, in the tables of the metrics it has (PA-MPJPE), not in the others.
+  assert text.count(f"| {le.CONSTANT} | – | 14.3 | 14.0 |") == 1
   assert "| scratch | 2 | 21.0 [20.0, 22.0] | 11.0 [10.0, 12.0] |" in text
   # Paired differences: (-2, -1) at 10%, (0, -1) at 100%.
   assert "| handmim | -1.5 [-2.0, -1.0] | -0.5 [-1.0, 0.0] |" in text
@@ -39,3 +42,15 @@ def test_fine_tuning_cells_share_everything_but_the_initialisation():
   assert a.init_from.workdir == "/x/pretrain_handmim_s1" and b.init_from.workdir == ""
   a.init_from.workdir = ""
   assert a.to_dict() == b.to_dict()
+
+
+def test_the_constant_is_the_labelled_subsets_mean_hand_on_test(tmp_path):
+  from handflow.data import prepare
+
+  base = handmim.get_config("tiny")
+  base.data.data_dir = str(tmp_path / "tfds")
+  prepare.prepare(base)
+  out = le.constants(base, [0.5, 1.0])
+  assert sorted(out) == ["0.5", "1"]
+  for row in out.values():
+    assert set(row) == {"freihand/PA-MPJPE"} and 0 < row["freihand/PA-MPJPE"] < 100
