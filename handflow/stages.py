@@ -108,10 +108,18 @@ def run(mode: str, config, workdir) -> dict:
 
 
 def write_comparison(config, workdir, results: dict):
-  """results.{md,json}: the compared stages' test metrics side by side."""
+  """results.{md,json}: the compared stages' test metrics side by side, and in the markdown the
+  constant the stages' own reports score (the training images' mean hand, `eval.baselines`):
+  one column when every stage read the same labels, else one per stage."""
   rows = {name: r.get("trained", {}) for name, r in results.items()}
   keys = sorted({k for r in rows.values() for k in r if isinstance(r[k], int | float)})
-  names = list(rows)
+  table = dict(rows)
+  consts = {n: r["mean_hand"] for n, r in results.items() if r.get("mean_hand")}
+  if consts and all(c == next(iter(consts.values())) for c in consts.values()):
+    table["mean hand (constant)"] = next(iter(consts.values()))
+  else:
+    table.update({f"mean hand of {n}'s labels (constant)": c for n, c in consts.items()})
+  names = list(table)
   lines = [
     f"# {config.method}: stages compared on the test split (scored once per stage)",
     "",
@@ -120,8 +128,8 @@ def write_comparison(config, workdir, results: dict):
   ]
   fmt = lambda v: "–" if v is None else f"{v:.4g}"
   for k in keys:
-    lines.append(f"| {k} | " + " | ".join(fmt(rows[n].get(k)) for n in names) + " |")
-  lines += ["", "Per-stage reports: " + ", ".join(f"{n}/results.md" for n in names), ""]
+    lines.append(f"| {k} | " + " | ".join(fmt(table[n].get(k)) for n in names) + " |")
+  lines += ["", "Per-stage reports: " + ", ".join(f"{n}/results.md" for n in rows), ""]
   text = "\n".join(lines)
   workdir = epath.Path(workdir)
   files.write_bytes(workdir / "results.md", text.encode())

@@ -1,5 +1,7 @@
 """Runs of several stages: overrides, stage references, reuse of finished stages."""
 
+import json
+
 import ml_collections
 import numpy as np
 import pytest
@@ -57,3 +59,22 @@ def test_a_stage_is_finished_only_with_its_last_checkpoint_and_results(tmp_path)
   ckpt.save(3, state, state, force=True)
   ckpt.wait()
   assert stages.finished(c, tmp_path)
+
+
+def test_the_comparison_scores_the_stages_and_their_constant(tmp_path):
+  config = ml_collections.ConfigDict({"method": "m"})
+  const = {"freihand/PA-MPJPE": 14.31}
+  results = {
+    "finetune": {"trained": {"freihand/PA-MPJPE": 15.0, "note": "x"}, "mean_hand": const},
+    "scratch": {"trained": {"freihand/PA-MPJPE": 16.0}, "mean_hand": dict(const)},
+  }
+  stages.write_comparison(config, tmp_path, results)
+  md = (tmp_path / "results.md").read_text()
+  assert "| metric | finetune | scratch | mean hand (constant) |" in md
+  assert "| freihand/PA-MPJPE | 15 | 16 | 14.31 |" in md
+  assert "Per-stage reports: finetune/results.md, scratch/results.md" in md
+  assert sorted(json.loads((tmp_path / "results.json").read_text())) == ["finetune", "scratch"]
+  results["scratch"]["mean_hand"] = {"freihand/PA-MPJPE": 15.5}  # other labels: one each
+  stages.write_comparison(config, tmp_path, results)
+  md = (tmp_path / "results.md").read_text()
+  assert "| 15 | 16 | 14.31 | 15.5 |" in md and "mean hand of scratch's labels" in md
