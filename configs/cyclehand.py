@@ -56,6 +56,7 @@ def get_config(arg=None):
       "pool": "mean",  # "mean" (HMR's global average) or "flatten" (HandPoseNet's note)
       "pool_stride": 32,
       "pool_channels": 16,
+      "stem_stride": 4,  # the backbone's stem (models/resnet.py); 2 for small crops
       "keypoints": False,  # a 2D heatmap head whose keypoints the regressor reads
       "keypoint_stride": 4,
     }

@@ -145,6 +145,7 @@ class CycleHand(base.MethodBase):
       pool=m.pool,
       pool_stride=m.pool_stride,
       pool_channels=m.pool_channels,
+      stem_stride=int(m.get("stem_stride", 4)),
       keypoints=bool(m.get("keypoints", False)),
       keypoint_stride=int(m.get("keypoint_stride", 4)),
     )

@@ -113,6 +113,7 @@ class HandPoseNet(nn.Module):
   pool: str = "mean"  # "mean" (HMR: global average) or "flatten" (the map kept, see below)
   pool_stride: int = 32  # the backbone map's stride
   pool_channels: int = 16  # "flatten": channels per map cell
+  stem_stride: int = 4  # `models.resnet`: 2 keeps twice the resolution (small crops)
   keypoints: bool = False  # the 2D keypoint head (see above)
   keypoint_stride: int = 4
   keypoint_channels: int = 16  # per joint, of its heatmap-weighted feature
@@ -127,6 +128,7 @@ class HandPoseNet(nn.Module):
       width=self.backbone_width,
       out_stride=stride,
       features=self.feature_dim,
+      stem_stride=self.stem_stride,
       name="backbone",
     )(images)
     n = fmap.shape[0]

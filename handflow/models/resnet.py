@@ -4,6 +4,9 @@ depth 10/18/34 use basic blocks, 50 bottleneck blocks (He et al. 2016). GroupNor
 BatchNorm: per-example statistics, so there is no mutable state to synchronise across hosts
 and batches of a few clips train the same as large ones. The pyramid upsamples the deepest
 stage to `out_stride` (4, 8, 16 or 32), adding 1x1 lateral projections of the stages on the way.
+`stem_stride` 4 is the standard stem (a stride-2 7x7 convolution and a stride-2 max pool); 2
+drops the max pool, for small crops where a finger is a few pixels wide: every stage then runs
+at twice the resolution (4x the cost) and the strides above halve (`out_stride` 2 to 16).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class ResNet(nn.Module):
   width: int = 64
   out_stride: int = 8
   features: int = 128
+  stem_stride: int = 4
 
   @nn.compact
   def __call__(self, x):
@@ -62,18 +66,25 @@ class ResNet(nn.Module):
       raise ValueError(
         f"config.model.backbone_depth = {self.depth}: expected one of {sorted(STAGES)}"
       )
-    if self.out_stride not in (4, 8, 16, 32):
-      raise ValueError(f"feature stride must be 4, 8, 16 or 32, got {self.out_stride}")
+    if self.stem_stride not in (2, 4):
+      raise ValueError(f"config model.stem_stride = {self.stem_stride}: expected 2 or 4")
+    s0 = self.stem_stride
+    if self.out_stride not in (s0, 2 * s0, 4 * s0, 8 * s0):
+      raise ValueError(
+        f"feature stride must be {s0}, {2 * s0}, {4 * s0} or {8 * s0} with a stride-{s0} stem, "
+        f"got {self.out_stride}"
+      )
     block = Bottleneck if self.depth >= 50 else BasicBlock
     x = nn.relu(_norm(self.width)(nn.Conv(self.width, (7, 7), 2, use_bias=False)(x)))
-    x = nn.max_pool(x, (3, 3), (2, 2), padding="SAME")
+    if s0 == 4:
+      x = nn.max_pool(x, (3, 3), (2, 2), padding="SAME")
     feats = {}
     for i, n in enumerate(STAGES[self.depth]):
       for j in range(n):
         x = block(self.width * 2**i, stride=2 if (i > 0 and j == 0) else 1)(x)
-      feats[4 * 2**i] = x
+      feats[s0 * 2**i] = x
     y = nn.Conv(self.features, (1, 1))(x)
-    stride = 32
+    stride = 8 * s0
     while stride > self.out_stride:
       stride //= 2
       n, h, w, c = y.shape
