@@ -5,6 +5,10 @@
   reused, so an interrupted experiment resumes.
 - `bootstrap_ci(x)`: mean and 95% percentile-bootstrap interval of the mean over seeds;
   `fmt(ci)`: "mean [lo, hi]".
+- `constant(config, bins)`: the constant a single-image regressor that learned nothing
+  image-specific converges to, the Procrustes mean of the labelled training images' keypoints
+  (`eval.baselines`), scored on the test split like a cell (PA metrics only), optionally per
+  camera-palm angle bin. It depends on the labels a config reads, not on its seed.
 """
 
 from __future__ import annotations
@@ -16,8 +20,13 @@ import numpy as np
 from etils import epath
 
 from handflow import files, modes, sharding, train
-from handflow.eval import evaluators
-from handflow.methods import registry
+from handflow.data import pipeline
+from handflow.eval import baselines, evaluators
+from handflow.geometry import viewpoint
+from handflow.methods import registry, single_image
+
+PROTOCOL = "freihand"
+CONSTANT = "training images' mean hand (constant)"  # its row in the experiments' tables
 
 
 def run_one(config, workdir: epath.Path) -> dict:
@@ -50,3 +59,27 @@ def bootstrap_ci(x, n: int = 10_000, seed: int = 0) -> tuple[float, float, float
 def fmt(ci, digits: int = 1) -> str:
   m, lo, hi = ci
   return "–" if not np.isfinite(m) else f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def constant(config, bins: bool = False) -> dict:
+  """{"freihand/PA-MPJPE": mm, ...} of the labelled training images' mean hand on the test split
+  (and "view/<bin>/PA-MPJPE", ... per camera-palm angle bin with `bins`); {} when the config
+  reads no labels."""
+  ref = modes.training_mean_hand(config, registry.make(config), "train")
+  if ref is None:
+    return {}
+  xyz, angle = [], []
+  for b in pipeline.batches(config, "test", train=False):
+    real = np.asarray(b["mask"]).reshape(-1) > 0
+    cam = np.asarray(single_image.gt_cam(b))[real]
+    xyz.append(cam)
+    angle.append(np.asarray(viewpoint.palm_angle(cam, config.hand.side)))
+  xyz, angle = np.concatenate(xyz), np.concatenate(angle)
+  out = baselines.constant_metrics(ref, xyz, (PROTOCOL,))
+  if bins:
+    for name, sel in zip(viewpoint.bin_names(), viewpoint.bin_masks(angle), strict=True):
+      sel = np.asarray(sel)
+      if sel.any():
+        per = baselines.constant_metrics(ref, xyz[sel], (PROTOCOL,))
+        out.update({k.replace(f"{PROTOCOL}/", f"view/{name}/"): v for k, v in per.items()})
+  return out

@@ -15,8 +15,9 @@ Arms (loss weights set to 0 switch a part off; everything else is the config's):
 Seeds are paired (seed s: the same data order and initialisation in every arm). Each cell is the
 config's full training with no evaluation on the way, then one pass over the test split
 (`cells.run_one`; a finished cell is reused). Writes DIR/cycle_views.md: per arm and viewpoint
-bin the test PA-MPJPE (mean [95% bootstrap CI] over seeds) and its paired difference from
-`supervised`, and DIR/cycle_views.json.
+bin the test PA-MPJPE (mean [95% bootstrap CI] over seeds), its paired difference from
+`supervised`, and the constant every arm must beat (the labelled images' mean hand,
+`cells.constant`, per bin), and DIR/cycle_views.json.
 """
 
 from __future__ import annotations
@@ -68,9 +69,10 @@ def arm_config(base, arm: str, seed: int, cone: float):
   return config
 
 
-def table(results: dict, budget: str) -> str:
+def table(results: dict, budget: str, mean_hand: dict | None = None) -> str:
   """results[arm][seed] -> markdown: PA-MPJPE per viewpoint bin (and overall), mean [CI] over
-  seeds, and each arm minus `supervised` paired by seed (< 0: better than supervised)."""
+  seeds, the constant `mean_hand` ({metric key: mm}) when given, and each arm minus
+  `supervised` paired by seed (< 0: better than supervised)."""
   bins = [*viewpoint.bin_names(), "all"]
   key = lambda b: f"freihand/{METRIC}" if b == "all" else f"view/{b}/{METRIC}"
   lines = [f"Budget per cell: {budget}.", "", f"Test {METRIC} (mm) by camera-palm angle (deg):"]
@@ -79,6 +81,9 @@ def table(results: dict, budget: str) -> str:
     cells_ = [cells.fmt(cells.bootstrap_ci(_finite(r.get(key(b)) for r in per_seed.values())))
               for b in bins]  # fmt: skip
     lines.append(f"| {arm} | {len(per_seed)} | " + " | ".join(cells_) + " |")
+  if mean_hand:
+    row = [f"{mean_hand[key(b)]:.1f}" if key(b) in mean_hand else "–" for b in bins]
+    lines.append(f"| {cells.CONSTANT} | – | " + " | ".join(row) + " |")
   if "supervised" in results:
     base = results["supervised"]
     lines += ["", "Minus `supervised`, paired by seed (mm; < 0: better):", ""]
@@ -119,10 +124,12 @@ def main(argv):
       print(f"cycle_views: {arm}, seed {seed}", flush=True)
       config = arm_config(base, arm, seed, cone)
       results.setdefault(arm, {})[seed] = cells.run_one(config, workdir / f"{arm}_s{seed}")
-  text = table(results, budget)
+  mean_hand = cells.constant(arm_config(base, "supervised", 0, cone), bins=True)
+  text = table(results, budget, mean_hand)
   if jax.process_index() == 0:
     files.write_text_atomic(workdir / "cycle_views.md", text)
-    files.write_text_atomic(workdir / "cycle_views.json", json.dumps(results, indent=1))
+    record = {"arms": results, "mean_hand": mean_hand}
+    files.write_text_atomic(workdir / "cycle_views.json", json.dumps(record, indent=1))
   print(text)
 
 

@@ -30,11 +30,9 @@ from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
 
-from handflow import files, modes, stages
-from handflow.data import pipeline, prepare
-from handflow.eval import baselines
+from handflow import files, stages
+from handflow.data import prepare
 from handflow.experiments import cells
-from handflow.methods import registry
 
 _FLAGS = {}
 ARMS = {  # pre-training loss terms each arm switches off; None: no pre-training
@@ -96,21 +94,13 @@ def run(base, workdir: epath.Path, arms, fractions, seeds) -> dict:
 
 def constants(base, fractions) -> dict:
   """{fraction: {"freihand/PA-MPJPE": mm, ...}}: the labelled training images' mean hand scored
-  on the test split (the `training images' mean hand` row of the method's own report)."""
+  on the test split (`cells.constant`; the subset does not depend on the seed)."""
   out = {}
-  config = finetune_config(base, 1.0, 0, "")
-  gt = baselines.labelled_points(
-    pipeline.batches(config, "test", train=False), lambda b: b["mask"], limit=1 << 30
-  )
   for frac in fractions:
-    config.data.labelled_fraction = frac
-    ref = modes.training_mean_hand(config, registry.make(config), "train")
-    if ref is not None:
-      out[f"{frac:g}"] = baselines.constant_metrics(ref, gt, ("freihand",))
+    row = cells.constant(finetune_config(base, frac, 0, ""))
+    if row:
+      out[f"{frac:g}"] = row
   return out
-
-
-CONSTANT = "training images' mean hand (constant)"
 
 
 def table(results: dict, budget: str, mean_hand: dict | None = None) -> str:
@@ -128,7 +118,7 @@ def table(results: dict, budget: str, mean_hand: dict | None = None) -> str:
       lines.append(f"| {arm} | {n} | " + " | ".join(row) + " |")
     if mean_hand and all(key in mean_hand.get(f, {}) for f in fracs):
       row = [f"{mean_hand[f][key]:.1f}" for f in fracs]
-      lines.append(f"| {CONSTANT} | – | " + " | ".join(row) + " |")
+      lines.append(f"| {cells.CONSTANT} | – | " + " | ".join(row) + " |")
     if "scratch" in results:
       lines += ["", f"{metric} minus scratch, paired by seed:", ""]
       lines += ["| arm | " + " | ".join(fracs) + " |", "|---" * (len(fracs) + 1) + "|"]

@@ -1,6 +1,7 @@
 import pytest
 
 from configs import handmim
+from handflow.experiments import cells
 from handflow.experiments import label_efficiency as le
 
 
@@ -18,7 +19,7 @@ def test_table_pairs_arms_with_scratch_by_seed_and_plots():
   text = le.table(results, "5 steps", mean_hand)
   assert text.startswith("Budget: 5 steps.")
   # The constant, in the tables of the metrics it has (PA-MPJPE), not in the others.
-  assert text.count(f"| {le.CONSTANT} | – | 14.3 | 14.0 |") == 1
+  assert text.count(f"| {cells.CONSTANT} | – | 14.3 | 14.0 |") == 1
   assert "| scratch | 2 | 21.0 [20.0, 22.0] | 11.0 [10.0, 12.0] |" in text
   # Paired differences: (-2, -1) at 10%, (0, -1) at 100%.
   assert "| handmim | -1.5 [-2.0, -1.0] | -0.5 [-1.0, 0.0] |" in text
@@ -44,13 +45,13 @@ def test_fine_tuning_cells_share_everything_but_the_initialisation():
   assert a.to_dict() == b.to_dict()
 
 
-def test_the_constant_is_the_labelled_subsets_mean_hand_on_test(tmp_path):
-  from handflow.data import prepare
-
-  base = handmim.get_config("tiny")
-  base.data.data_dir = str(tmp_path / "tfds")
-  prepare.prepare(base)
-  out = le.constants(base, [0.5, 1.0])
-  assert sorted(out) == ["0.5", "1"]
-  for row in out.values():
-    assert set(row) == {"freihand/PA-MPJPE"} and 0 < row["freihand/PA-MPJPE"] < 100
+def test_the_constant_is_scored_per_fraction_on_its_own_labels(monkeypatch):
+  """`constants` asks `cells.constant` (tested on real data in test_cycle_views.py) once per
+  fraction, with that fraction's fine-tuning config."""
+  seen = []
+  monkeypatch.setattr(
+    cells, "constant", lambda c: seen.append(c) or {"x": c.data.labelled_fraction}
+  )
+  out = le.constants(handmim.get_config("tiny"), [0.01, 1.0])
+  assert out == {"0.01": {"x": 0.01}, "1": {"x": 1.0}}
+  assert [c.method for c in seen] == ["handmim", "handmim"]
