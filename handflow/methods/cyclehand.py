@@ -132,6 +132,11 @@ class CycleHand(base.MethodBase):
     _check(0 <= self.labelled_cone <= 180, "data.labelled_views", "degrees in [0, 180]")
     self.label_seed = int(d.get("seed", 0))
     _check(m.pool in hand_pose_net.POOLS, "model.pool", f"'{m.pool}': one of {hand_pose_net.POOLS}")
+    stem = int(m.get("stem_stride", 4))
+    _check(stem in (2, 4), "model.stem_stride", f"{stem}: 2 or 4")
+    kp_stride = int(m.get("keypoint_stride", 4))
+    fine = (stem, 2 * stem, 4 * stem)
+    _check(kp_stride in fine, "model.keypoint_stride", f"{kp_stride}: one of {fine} (stem {stem})")
     self.net = hand_pose_net.HandPoseNet(
       backbone_depth=m.backbone_depth,
       backbone_width=m.backbone_width,
@@ -145,9 +150,9 @@ class CycleHand(base.MethodBase):
       pool=m.pool,
       pool_stride=m.pool_stride,
       pool_channels=m.pool_channels,
-      stem_stride=int(m.get("stem_stride", 4)),
+      stem_stride=stem,
       keypoints=bool(m.get("keypoints", False)),
-      keypoint_stride=int(m.get("keypoint_stride", 4)),
+      keypoint_stride=kp_stride,
     )
     _check(
       not self.weights["sup_heatmap"] or self.net.keypoints,

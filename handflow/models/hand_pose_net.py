@@ -17,10 +17,10 @@
   learned neither the wrist's place in the crop nor its orientation (issue 14's note).
 - Keypoint head (`keypoints=True`): 21 heatmaps on the backbone's map at `keypoint_stride`;
   their soft-argmax positions and heatmap-weighted features (`models.heatmaps`) join the pooled
-  map before the global feature. Supervised densely (`losses.heatmap_cross_entropy`), they learn
-  where the joints are within a few hundred steps, and the regressor then reads the wrist's
-  orientation off an explicit 2D skeleton instead of discovering it from a global feature,
-  which it did not on the CPU budget (issue 14's notes).
+  map before the global feature, supervised densely (`losses.heatmap_cross_entropy`): the
+  regressor can read an explicit 2D skeleton instead of discovering it from a global feature.
+  Measured on the CPU budget it did not help (heatmaps still ~14 px wide after 300 steps;
+  validation PA-MPJPE unchanged within 0.2 mm at `sup_pose` 10; README), so it is off there.
 - Regressor: iterative error feedback (HMR, PyMAF): `iterations` applications of one shared
   `ManoHead` to [feature, current estimate], each adding its (zero-initialised) output to the
   estimate, which starts at the mean hand facing the camera with `CAMERA_INIT`.
@@ -49,7 +49,6 @@ LIGHT_DIRECTION = np.array([0.0, -0.6, -0.8], np.float32)  # from the hand towar
 LIGHT_DISTANCE_M = 0.4
 OFFSET_MAX = 0.25  # the texture offset's bound (tanh)
 POOLS = ("mean", "flatten")
-NUM_KEYPOINTS = 21
 
 
 @functools.partial(
@@ -134,7 +133,7 @@ class HandPoseNet(nn.Module):
     n = fmap.shape[0]
     log_heatmap, read = None, []
     if self.keypoints:
-      logits = nn.Conv(NUM_KEYPOINTS, (1, 1), name="heatmap")(fmap)
+      logits = nn.Conv(heatmaps.NUM_KEYPOINTS, (1, 1), name="heatmap")(fmap)
       log_heatmap, uv, joint_feat = heatmaps.read(logits, fmap)
       joint_feat = nn.Dense(self.keypoint_channels, name="keypoint_proj")(joint_feat)
       read = [uv.reshape(n, -1), joint_feat.reshape(n, -1)]

@@ -14,6 +14,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+NUM_KEYPOINTS = 21  # OpenPose order (`hand.conventions`): one heatmap each
+
 
 def grid(h: int, w: int, dtype=jnp.float32):
   """Cell centres [h w, 2] (x, y) in crop units, row-major like a flattened [h, w] map."""

@@ -13,7 +13,7 @@ import flax.linen as nn
 
 from handflow.models import flow, heatmaps, resnet
 
-NUM_KEYPOINTS = 21
+NUM_KEYPOINTS = heatmaps.NUM_KEYPOINTS
 SIGMA_MIN = 0.002  # crop units: sigma never collapses to 0 (NLL would diverge)
 SIGMA_UNIT = 0.1  # crop units: sigma at initialisation ~ SIGMA_UNIT * log 2 (9 px of 128)
 

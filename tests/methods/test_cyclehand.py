@@ -260,6 +260,9 @@ def test_palm_angle_known_answers():
     ("data.labelled_fraction", 1.5, "data.labelled_fraction"),
     ("texture", "paint", "texture"),
     ("model.pool", "max", "model.pool"),
+    ("model.stem_stride", 3, "model.stem_stride"),
+    ("model.keypoint_stride", 32, "model.keypoint_stride"),
+    ("loss.sup_heatmap", 1.0, "model.keypoints=True"),
   ],
 )
 def test_invalid_config_names_the_key(key, value, match):
