@@ -109,6 +109,23 @@ def _viewpoint_table(view, trained, untrained) -> list[str]:
   return lines
 
 
+def spread_table(spread) -> str:
+  """The articulation spread of the ground truth and of the models (`articulation_spread`)."""
+  if not spread:
+    return ""
+  lines = ["", "## Articulation spread (mm)", ""]
+  lines += ["| keypoints | spread |", "|---|---|"]
+  lines += [f"| {k} | {_fmt(v)} |" for k, v in spread.items()]
+  lines += [
+    "",
+    "The mean Procrustes-aligned distance of each test frame's hand from the set's own mean "
+    "hand: what articulation the keypoints show. A model that returns the same hand for every "
+    "image has a spread near 0, whatever its PA-MPJPE.",
+    "",
+  ]
+  return "\n".join(lines)
+
+
 def tables(title, evals, trained: dict, untrained: dict, labels: dict, mean_hand=None) -> str:
   lines = []
   if not evals:
@@ -253,6 +270,37 @@ def score_once(stats_fn, models: dict, batches, mesh, labels=None, keypoints=Non
   return results, first
 
 
+def articulation_spread(predict_fn, models: dict, batches, mesh, limit: int = 2048) -> dict:
+  """{"ground truth" | name: mm} the articulation spread (`baselines.spread`) of the test
+  frames' ground-truth keypoints and of each model's predicted keypoints on the same frames (at
+  most `limit` frames). One process only: {} on a multi-host run, whose predictions are not
+  all addressable here."""
+  if jax.process_count() != 1:
+    return {}
+  got = {name: [] for name in ("ground truth", *models)}
+  n = 0
+  for local in batches:
+    if "xyz" not in local:
+      return {}
+    real = np.asarray(local["mask"]) > 0
+    gt = np.asarray(local["xyz"])[real].reshape(-1, 21, 3)
+    batch = sharding.global_batch(local, mesh)
+    got["ground truth"].append(gt)
+    for name, (params, extra) in models.items():
+      pred = jax.device_get(predict_fn(params, extra, batch)["joints"])
+      got[name].append(np.asarray(pred)[real].reshape(-1, 21, 3))
+    n += len(gt)
+    if n >= limit:
+      break
+  if not n:
+    return {}
+  x = {k: np.concatenate(v)[:limit] for k, v in got.items()}
+  valid = ~np.all(x["ground truth"] == -1.0, axis=(-2, -1))  # hidden test labels (sentinel)
+  if valid.sum() < 2:
+    return {}
+  return {k: baselines.spread(v[valid]) for k, v in x.items()}
+
+
 def conformal(predict_fn, evals, trained, calib_batches, test_batches, mesh) -> dict:
   """`calib/3d_<level>_{scale,conformal}` of the trained model: the radii (multiples of the
   predicted RMS error) chosen on `calib_batches` (validation) and their coverage on test; {}
@@ -295,6 +343,12 @@ def write(
     results["mean_hand"] = baselines.constant_metrics(
       mean_hand, np.concatenate(gt_j), pose.protocols
     )
+  if pose is not None:
+    spread = articulation_spread(
+      predict_fn, {"trained": trained, "untrained": untrained}, test_batches(), mesh
+    )
+    if spread:
+      results["spread"] = spread
   if any(k.startswith("calib/3d_") for k in results["trained"]):
     c = conformal(predict_fn, evals, trained, calib_batches, test_batches, mesh)
     results["trained"].update(c)
@@ -304,6 +358,7 @@ def write(
   text = tables(title, evals, results["trained"], results["untrained"],
                 getattr(method, "report_labels", {}), results.get("mean_hand"))  # fmt: skip
   rows = writers.read_jsonl(workdir)
+  text += spread_table(results.get("spread"))
   text += stability(evals, rows, results["trained"])
   if collected:
     stats = label_stats.statistics(*(np.concatenate(x) for x in zip(*collected, strict=True)))

@@ -277,6 +277,10 @@ def test_tiny_cyclehand_trains_reports_evaluates_and_predicts(tmp_path):
   assert set(results["mean_hand"]) == {"freihand/PA-MPJPE"}
   assert 0 < results["mean_hand"]["freihand/PA-MPJPE"] < 100
   assert "| training images' mean hand (constant" in (wd / "results.md").read_text()
+  # The articulation the test keypoints show, ground truth and models (a collapse detector).
+  assert set(results["spread"]) == {"ground truth", "trained", "untrained"}
+  assert results["spread"]["ground truth"] > 1.0 and results["spread"]["untrained"] >= 0.0
+  assert "## Articulation spread" in (wd / "results.md").read_text()
   for png in ("overlay.png", "training_curve.png", "cycle.png"):
     assert (wd / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   rows = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]

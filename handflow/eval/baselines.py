@@ -9,6 +9,12 @@ Procrustes-aligned metrics mean anything for a constant (the others measure wher
 
 On the embedded data (`synthetic_hands`, 400 training clips) the template scores 20.8 mm
 PA-MPJPE on the test split and the training mean 14.3.
+
+`spread(points)`: the articulation a set of hands shows, the mean Procrustes-aligned distance of
+each from their own generalised Procrustes mean (mm). Reports print it for the ground truth
+and for the predictions: a regressor that returns one articulation for every image has a
+spread near 0 whatever its PA-MPJPE, which tells a model that reads fingers from one that has
+found the mean hand (on the embedded test split the ground truth's spread is 14.4 mm).
 """
 
 from __future__ import annotations
@@ -50,6 +56,16 @@ def mean_hand(points, iters: int = 20, tol: float = 1e-7) -> np.ndarray:
     if done:
       break
   return ref
+
+
+def spread(points) -> float:
+  """Mean Procrustes-aligned distance (mm) of points [n, p, 3] (metres) from their generalised
+  Procrustes mean (`mean_hand`): 0 when every sample is the same hand up to a similarity."""
+  x = np.asarray(points, np.float64)
+  ref = mean_hand(x)
+  with jax.enable_x64(True):
+    al = np.asarray(alignment.procrustes(x, np.broadcast_to(ref, x.shape), allow_reflection=False))
+  return float(np.mean(np.linalg.norm(al - ref, axis=-1)) * 1000.0)
 
 
 def labelled_points(batches: Iterable[dict], select: Callable, limit: int = 4096) -> np.ndarray:

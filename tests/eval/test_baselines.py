@@ -40,6 +40,22 @@ def test_mean_of_two_shapes_is_their_midpoint():
   assert to_a == pytest.approx(to_b, rel=0.2)
 
 
+def test_spread_is_zero_for_one_shape_and_ignores_each_samples_pose():
+  rng = np.random.default_rng(2)
+  a = _hand(rng)
+  assert baselines.spread(_similar(rng, a, 30)) < 1e-3  # mm
+  varied = a + rng.normal(size=(30, 21, 3)) * 0.005  # 30 articulations around a
+  before = baselines.spread(varied)
+  R = np.asarray(rotations.axis_angle_to_matrix(rng.normal(size=(30, 3))))
+  moved = np.einsum("nij,npj->npi", R, varied) + rng.normal(size=(30, 1, 3))  # rigid, each
+  # (a sample's scale would change the set's mean size, at which the spread is measured)
+  assert baselines.spread(moved) == pytest.approx(before, rel=1e-3)
+  # Per-joint N(0, 5 mm^2) offsets: a mean distance near 5 mm * E|N(0, I_3)| = 8 mm, less the
+  # share the alignment absorbs; a collapsed set (1% of the offsets) shows 1% of the spread.
+  assert 5.0 < before < 8.0
+  assert baselines.spread(a + (varied - a) * 0.01) == pytest.approx(before * 0.01, rel=0.05)
+
+
 def test_constant_metrics_match_the_scorer():
   """Parity with `protocols.evaluate` on the constant broadcast over the samples."""
   rng = np.random.default_rng(2)
