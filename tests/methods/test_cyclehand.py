@@ -393,9 +393,10 @@ def test_flatten_pool_keeps_the_map_cells_apart():
     pool_channels=4,
   )  # fmt: skip
   img = jnp.zeros((2, 64, 64, 3)).at[0, 8:24, 8:24].set(2.0).at[1, 40:56, 40:56].set(2.0)
-  params = net.init({"params": jax.random.key(0), "texture": jax.random.key(1)}, img[:1])
+  # Jitted: op-by-op, the init and apply of even this small net took ~45 s on 2 cores.
+  params = jax.jit(net.init)({"params": jax.random.key(0), "texture": jax.random.key(1)}, img[:1])
   assert params["params"]["global"]["kernel"].shape == (4 * 4 * 4, 16)
-  out = net.apply(params, img)
+  out = jax.jit(net.apply)(params, img)
   assert out.mano.rot6d_delta.shape == (2, 16, 6) and np.isfinite(out.feature).all()
   assert out.log_heatmap is None  # no keypoint head (tests/models/test_heatmaps.py)
   assert np.abs(out.feature[0] - out.feature[1]).max() > 1e-3
