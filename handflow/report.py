@@ -39,6 +39,7 @@ from handflow.eval import evaluators as evaluators_lib
 from handflow.viz import figures
 
 TEACHER = "teacher: pseudo-labels triangulated"
+SPREAD_FRAMES = 2048  # test frames the articulation spread reads (the mean settles long before)
 MEAN_HAND = "training images' mean hand (constant: PA metrics only)"
 
 CALIB = ("calib/2d_50", "calib/2d_90", "calib/3d_50", "calib/3d_90")
@@ -249,11 +250,15 @@ def stability(evals, rows: list, trained: dict) -> str:
   return "\n".join(out) + "\n" if len(out) > 3 else ""
 
 
-def score_once(stats_fn, models: dict, batches, mesh, labels=None, keypoints=None):
+def score_once(
+  stats_fn, models: dict, batches, mesh, labels=None, keypoints=None, predict_fn=None, joints=None
+):  # fmt: skip
   """{name: dataset metrics} of each (params, extra) in `models` over one pass of `batches`,
   and the first global batch (for figures). `labels`: a list that collects this host's real
   clips' (uv_pl, conf, uv) for the pseudo-label statistics; `keypoints`: one that collects
-  this host's real frames' ground-truth keypoints [n, 21, 3]."""
+  this host's real frames' ground-truth keypoints [n, 21, 3]; `joints` ({name: list}, with
+  `predict_fn`; one process only): the models' predicted keypoints of the same frames, for the
+  first SPREAD_FRAMES of them."""
   totals, first = {}, None
   for local in batches:
     real = np.asarray(local["mask"]) > 0
@@ -263,39 +268,29 @@ def score_once(stats_fn, models: dict, batches, mesh, labels=None, keypoints=Non
       keypoints.append(np.asarray(local["xyz"])[real].reshape(-1, 21, 3))
     batch = sharding.global_batch(local, mesh)
     first = batch if first is None else first
+    read_joints = (
+      joints is not None
+      and "xyz" in local
+      and sum(len(j) for j in next(iter(joints.values()))) < SPREAD_FRAMES
+    )
     for name, (params, extra) in models.items():
       s = stats_fn(params, extra, batch)
       totals[name] = s if name not in totals else totals[name] + s
+      if read_joints:
+        pred = np.asarray(jax.device_get(predict_fn(params, extra, batch)["joints"]))
+        joints[name].append(pred[real].reshape(-1, 21, 3))
   results = {name: metrics.finalize(jax.device_get(t)) for name, t in totals.items()}
   return results, first
 
 
-def articulation_spread(predict_fn, models: dict, batches, mesh, limit: int = 2048) -> dict:
+def articulation_spread(gt_j, joints: dict, limit: int = SPREAD_FRAMES) -> dict:
   """{"ground truth" | name: mm} the articulation spread (`baselines.spread`) of the test
-  frames' ground-truth keypoints and of each model's predicted keypoints on the same frames (at
-  most `limit` frames). One process only: {} on a multi-host run, whose predictions are not
-  all addressable here."""
-  if jax.process_count() != 1:
-    return {}
-  got = {name: [] for name in ("ground truth", *models)}
-  n = 0
-  for local in batches:
-    if "xyz" not in local:
-      return {}
-    real = np.asarray(local["mask"]) > 0
-    gt = np.asarray(local["xyz"])[real].reshape(-1, 21, 3)
-    batch = sharding.global_batch(local, mesh)
-    got["ground truth"].append(gt)
-    for name, (params, extra) in models.items():
-      pred = jax.device_get(predict_fn(params, extra, batch)["joints"])
-      got[name].append(np.asarray(pred)[real].reshape(-1, 21, 3))
-    n += len(gt)
-    if n >= limit:
-      break
-  if not n:
-    return {}
-  x = {k: np.concatenate(v)[:limit] for k, v in got.items()}
-  valid = ~np.all(x["ground truth"] == -1.0, axis=(-2, -1))  # hidden test labels (sentinel)
+  frames' ground-truth keypoints gt_j [n, 21, 3] and of each model's predicted keypoints on the
+  same frames (`joints` {name: [n', 21, 3]}, n' <= n: the first frames), at most `limit` frames;
+  frames with hidden labels (the -1 sentinel) skipped. {} when fewer than two frames remain."""
+  n = min([limit, len(gt_j)] + [len(j) for j in joints.values()])
+  x = {"ground truth": gt_j[:n], **{k: j[:n] for k, j in joints.items()}}
+  valid = ~np.all(x["ground truth"] == -1.0, axis=(-2, -1))
   if valid.sum() < 2:
     return {}
   return {k: baselines.spread(v[valid]) for k, v in x.items()}
@@ -332,20 +327,25 @@ def write(
   collected, gt_j = [], []
   pose, _ = _pose_columns(evals)
   mean_hand = mean_hand() if mean_hand is not None and pose is not None else None
+  # The articulation spread reads every model's keypoints in the scoring pass: on one process
+  # only (a multi-host run's predictions are not all addressable here).
+  joints = (
+    {"trained": [], "untrained": []} if pose is not None and jax.process_count() == 1 else None
+  )
   if evals:
     results, batch = score_once(
       stats_fn, {"trained": trained, "untrained": untrained}, test_batches(), mesh, collected,
-      gt_j if mean_hand is not None else None,
+      gt_j if pose is not None else None, predict_fn, joints,
     )  # fmt: skip
   else:  # nothing to score (pre-training): no pass over the test split
     results, batch = {"trained": {}, "untrained": {}}, None
-  if gt_j:
+  if gt_j and mean_hand is not None:
     results["mean_hand"] = baselines.constant_metrics(
       mean_hand, np.concatenate(gt_j), pose.protocols
     )
-  if pose is not None:
+  if gt_j and joints and all(joints.values()):
     spread = articulation_spread(
-      predict_fn, {"trained": trained, "untrained": untrained}, test_batches(), mesh
+      np.concatenate(gt_j), {k: np.concatenate(v) for k, v in joints.items()}
     )
     if spread:
       results["spread"] = spread
