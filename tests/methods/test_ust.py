@@ -209,8 +209,10 @@ def test_step0_losses_are_pinned(setup):
   }
   loss, (metrics, _) = jax.jit(method.loss_fn)(params, {}, batch, jax.random.key(1), 0)
   got = {"loss": float(loss), **{k: float(v) for k, v in metrics.items()}}
-  # Rendering may round a pixel differently on another CPU: a loose relative tolerance.
-  off = [k for k, want in STEP0.items() if got[k] != pytest.approx(want, rel=1e-4, abs=1e-7)]
+  # Rendering may round a pixel differently on another CPU, and the reprojection terms go
+  # through triangulation's SVD: an AMD EPYC gives reproj_px 10.5615 against the 10.5632 pinned
+  # on another 2-core machine (1.6e-4 relative). 1e-3 still catches any change of a term.
+  off = [k for k, want in STEP0.items() if got[k] != pytest.approx(want, rel=1e-3, abs=1e-7)]
   assert not off, f"{off} changed; step 0 now gives {json.dumps(got, indent=2, sort_keys=True)}"
 
 
