@@ -27,9 +27,14 @@ def get_config(arg=None):
     contrastive=True,
     mech=True,
     texture="uv",
+    renderer="aa",
   )
   c.method = "cyclehand"
   c.texture = arg.texture  # "uv" (the open hand's UVs, the shipped skin map) or "vertex"
+  # The differentiable renders (a) and (d): "aa" (z-buffer + antialiased edges,
+  # render/antialias.py; 214 colour+silhouette fwd+grad meshes/s at 64 px against 43 for
+  # "soft" on a 2-core CPU, bench.render) or "soft" (SoftRas-style aggregation, render/soft.py).
+  c.renderer = arg.renderer
 
   # Single images: every view of every frame of the synthetic clips is a sample.
   c.data.single_view = True

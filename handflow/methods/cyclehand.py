@@ -6,14 +6,16 @@ Per image (`data.single_view`: every view of every frame is a sample, [b, 1, 1, 
   a texture offset (VAE) and a light. The camera is a weak-perspective scale and root position
   in crop units; with the crop's intrinsics K it places the hand in the camera frame (root depth
   = f / (crop size x scale)), so every render uses the true perspective.
-- Photometric: (a) rendered softly (`render.hand_render.render_soft`) over the input itself,
-  L1 on the dataset's hand mask, and 1 - soft IoU of the silhouette with that mask.
+- Photometric: (a) rendered differentiably over the input itself (`renderer`: "aa", the
+  z-buffer with antialiased edges, `render.hand_render.render_aa`, or "soft", SoftRas-style,
+  `render_soft`), L1 on the dataset's hand mask, and 1 - soft IoU of the silhouette with that
+  mask.
 - The cycle (`loss.cycle` > 0): a rotation R about the root (uniform axis, angle up to
   `cycle.max_angle`) gives (b), the hand a with global orientation R R_a; (b) is rendered sharp
   (`render_hard`, per-pixel texture) with a random ambient light and point light, a skin-tone
   gain, over the input ("original") or another image of the batch ("new"). The network on (b)
   gives c; d = R^T c. Losses: c vs b and d vs a (root-relative keypoints, cm, and the wrist's
-  rotation), and the input vs a soft render of d (L1 on the mask).
+  rotation), and the input vs a differentiable render of d (L1 on the mask).
   Which renders carry gradients: (a) and (d), which are compared with the real image, so the
   error flows into pose, shape, camera, texture and light. (b) is an input of the network, like
   any training image: it is rendered without gradient (also 2x cheaper, and sharp). The target
@@ -55,6 +57,7 @@ from handflow.models import hand_pose_net
 from handflow.render import hand_render
 
 TEXTURES = ("uv", "vertex")
+RENDERERS = {"aa": hand_render.render_aa, "soft": hand_render.render_soft}
 SELF_TERMS = ("photo", "silhouette", "cycle", "cycle_photo", "contrastive")
 LOSS_TERMS = (
   *SELF_TERMS, *single_image.SUPERVISED_TERMS, "sup_heatmap",
@@ -113,6 +116,9 @@ class CycleHand(base.MethodBase):
         f"config texture='uv': hand model '{config.hand.model}' has no texture coordinates "
         "(MANO ships none); set --config.texture=vertex (per-vertex colour)"
       )
+    renderer = config.get("renderer", "soft")
+    _check(renderer in RENDERERS, "renderer", f"'{renderer}': one of {tuple(RENDERERS)}")
+    self.render_diff = RENDERERS[renderer]
     self.weights = base.loss_weights(lo, LOSS_TERMS, ConfigError)
     self.max_angle = float(np.radians(config.cycle.max_angle))
     _check(
@@ -257,8 +263,8 @@ class CycleHand(base.MethodBase):
     terms = {}
     hand_mask = batch["hand_mask"].reshape(n, size, size) if "hand_mask" in batch else None
     faces = self.model.faces
-    soft = jax.vmap(lambda v, k, alb, lt, bg: hand_render.render_soft(v, faces, k, (size, size),
-                                                                      alb, lt, bg))  # fmt: skip
+    render = self.render_diff
+    soft = jax.vmap(lambda v, k, alb, lt, bg: render(v, faces, k, (size, size), alb, lt, bg))
 
     # The self-supervised terms, behind a cond: the supervised warm-up skips their renders
     # and extra network pass (about 4x cheaper steps), instead of computing them at weight 0.

@@ -23,7 +23,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from handflow.render import raster, shading, soft
+from handflow.render import antialias, raster, shading, soft
 
 
 @functools.partial(
@@ -81,6 +81,21 @@ def render_soft(verts_cam, faces, K, size, albedo, light: Light, background, *, 
   img = soft.soft_rasterize(verts_cam, faces, K, size, attrs, sigma=sigma, gamma=gamma)
   fg = img.color[..., :3] / jnp.maximum(img.color[..., 3:], 1e-6)
   return shading.composite(fg, img.silhouette, background), img.silhouette
+
+
+@functools.partial(jax.jit, static_argnames=("size",))
+def render_aa(verts_cam, faces, K, size, albedo, light: Light, background):
+  """A differentiable render of one hand from the hard z-buffer with antialiased edges
+  (`render.antialias`): (rgb [h, w, 3] over background [h, w, 3], coverage [h, w] in [0, 1]).
+  Same arguments and shading as `render_soft` (per-vertex lighting, Gouraud); visibility
+  gradients come from the silhouette and occlusion edges only, at a cost linear in pixels."""
+  frags = raster.rasterize(verts_cam, faces, K, size)
+  lit = shading.interpolate(frags, faces, _lit_corners(verts_cam, faces, albedo, light))
+  mask = frags.mask.astype(lit.dtype)
+  rgb = shading.composite(lit, mask, background)
+  tri, _ = raster.screen_faces(verts_cam, faces, K)
+  out = antialias.antialias(frags.face_id, tri, jnp.concatenate([rgb, mask[..., None]], -1))
+  return out[..., :3], out[..., 3]
 
 
 @functools.partial(jax.jit, static_argnames=("size",))
