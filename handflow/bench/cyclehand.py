@@ -5,9 +5,10 @@
 Times (best of repeated calls, compiled; the batch is random images of the config's crop size
 with the open hand's ground truth): the whole step (loss + gradient), the network alone (one
 forward + backward over the input images, and the forward over the two render batches the cycle
-and the contrastive pair feed it), the soft photometric render (forward + gradient, per mesh),
-the sharp render (forward, per image), and the regressor + hand kernel. The rendering share is
-(2 soft + 2 sharp renders per image) / step. Writes bench_results/cyclehand.json.
+and the contrastive pair feed it), the differentiable photometric render (forward + gradient,
+per mesh; the config's `renderer` and, for comparison, the other one), the sharp render
+(forward, per image), and the regressor + hand kernel. The rendering share is (2
+differentiable + 2 sharp renders per image) / step. Writes bench_results/cyclehand.json.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from ml_collections import config_flags
 
 from handflow.bench import common
 from handflow.methods import cyclehand
-from handflow.render import hand_render
 
 CONFIG = config_flags.DEFINE_config_file("config", "configs/cyclehand.py", "Experiment config.")
 OUT = flags.DEFINE_string("out", None, "JSON output path.")
@@ -63,16 +63,22 @@ def main(argv):
   faces = method.model.faces
   bg = jnp.zeros((n, size, size, 3))
 
-  def soft_loss(verts, albedo):
-    rgb, sil = jax.vmap(
-      lambda v, k, a, lt, b: hand_render.render_soft(v, faces, k, (size, size), a, lt, b)
-    )(verts, K, albedo, h.light, bg)
-    return jnp.mean(rgb) + jnp.mean(sil)
+  # The config's differentiable renderer first (it is in the step), then the other one.
+  used = config.get("renderer", "soft")
+  for name in sorted(cyclehand.RENDERERS, key=lambda r: r != used):
+    fn = cyclehand.RENDERERS[name]
 
-  soft_grad = jax.jit(jax.grad(soft_loss, argnums=(0, 1)))
-  sec = common.time_fn(lambda: jax.block_until_ready(soft_grad(h.verts, h.albedo)))
-  rows.append(dict(part=f"soft render fwd+grad, {n} meshes", per_step_ms=2e3 * sec,
-                   meshes_per_s=n / sec, note="x2 per step: (a) and (d)"))  # fmt: skip
+    def diff_loss(verts, albedo, fn=fn):
+      rgb, sil = jax.vmap(lambda v, k, a, lt, b: fn(v, faces, k, (size, size), a, lt, b))(
+        verts, K, albedo, h.light, bg
+      )
+      return jnp.mean(rgb) + jnp.mean(sil)
+
+    grad = jax.jit(jax.grad(diff_loss, argnums=(0, 1)))
+    sec = common.time_fn(lambda g=grad: jax.block_until_ready(g(h.verts, h.albedo)))
+    note = "x2 per step: (a) and (d)" if name == used else "not in the step (comparison)"
+    rows.append(dict(part=f"{name} render fwd+grad, {n} meshes", per_step_ms=2e3 * sec,
+                     meshes_per_s=n / sec, note=note))  # fmt: skip
   sharp = jax.jit(lambda v: method.render_sharp(v, K, size, h.net.tex_offset, h.light, bg))
   sec = common.time_fn(lambda: jax.block_until_ready(sharp(h.verts)))
   rows.append(dict(part=f"sharp render fwd, {n} images", per_step_ms=2e3 * sec,
@@ -80,7 +86,7 @@ def main(argv):
   place = jax.jit(lambda p: method._forward(p, images, K).joints)
   rows.append(dict(part=f"network fwd + hand kernel, {n} images", per_step_ms=1e3 * common.time_fn(
     lambda: jax.block_until_ready(place(params)))))  # fmt: skip
-  render_ms = rows[3]["per_step_ms"] + rows[4]["per_step_ms"]
+  render_ms = rows[3]["per_step_ms"] + rows[5]["per_step_ms"]
   share = render_ms / rows[0]["per_step_ms"]
   print(f"CycleHand step, batch {n} images of {size}^2, {config.model.backbone_depth}-layer "
         f"backbone; compile {compile_s:.1f} s; device: {common.machine()}\n")  # fmt: skip
@@ -90,7 +96,7 @@ def main(argv):
      ("meshes_per_s", "meshes/s", "{:,.0f}"), ("images_per_s", "images/s", "{:,.0f}"),
      ("note", "", "{}")],
   )  # fmt: skip
-  print(f"\nrendering (2 soft fwd+grad + 2 sharp fwd) / step: {share:.2f}")
+  print(f"\nrendering (2 {used} fwd+grad + 2 sharp fwd) / step: {share:.2f}")
   common.write_json(
     "cyclehand", dict(rows=rows, compile_s=compile_s, render_share=share), OUT.value
   )

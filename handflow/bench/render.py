@@ -1,11 +1,13 @@
-"""Renderer throughput on the open hand: hard z-buffer and soft (differentiable) modes.
+"""Renderer throughput on the open hand: hard z-buffer, soft and antialiased (differentiable).
 
   python -m handflow.bench.render [--batch=32]
 
 The open hand (3,316 triangles), posed randomly, seen by a camera that frames it in the image
 (as the data generator's crops do), at several image sizes: hard-mode images/s (fragments of a
 batch, vmapped), soft silhouette forward+grad meshes/s (gradient of a silhouette loss with respect
-to the vertices) and soft colour+depth forward images/s. Writes bench_results/render.json.
+to the vertices), soft colour+depth forward images/s, and CycleHand's photometric render
+(`hand_render.render_soft` against `render_aa`: lit colour + silhouette, gradient of an L1 +
+silhouette loss in the vertices and albedo) meshes/s. Writes bench_results/render.json.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from handflow import hand
 from handflow.bench import common
 from handflow.geometry import cameras
-from handflow.render import raster, soft
+from handflow.render import hand_render, raster, soft
 
 
 def posed_hands(model, b, seed=0):
@@ -34,6 +36,24 @@ def camera_for(size):
   f = size * 0.6 / 0.24
   K = jnp.asarray([[f, 0, (size - 1) / 2], [0, f, (size - 1) / 2], [0, 0, 1.0]], jnp.float32)
   return K, cameras.look_at(jnp.asarray([0.0, 0.15, 0.58]), jnp.zeros(3))
+
+
+def _photometric_grad_seconds(render, vc, faces, K, size):
+  """Seconds for the gradient in the vertices and albedo of an L1 + silhouette loss of lit,
+  textured renders (CycleHand's photometric term) of the batch vc [b, n, 3]."""
+  albedo = jnp.full((faces.shape[0], 3, 3), 0.6)
+  light = hand_render.Light(jnp.float32(0.4), jnp.float32(0.6), jnp.asarray([0.1, -0.1, 0.0]))
+  bg = jnp.full((size, size, 3), 0.2)
+  one = lambda v, alb: render(v, faces, K, (size, size), alb, light, bg)
+  target_rgb, target_sil = jax.vmap(one, (0, None))(vc, albedo)
+
+  def loss(v, alb):
+    rgb, sil = jax.vmap(one, (0, None))(v, alb)
+    return jnp.mean(jnp.abs(rgb - target_rgb)) + jnp.mean((sil - target_sil) ** 2)
+
+  grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  vc2 = vc + 0.002
+  return common.time_fn(lambda: jax.block_until_ready(grad(vc2, albedo)), min_time_s=1.0)
 
 
 def main(argv=None):
@@ -76,6 +96,10 @@ def main(argv=None):
     col = jax.jit(jax.vmap(lambda v, K=K, s=size: soft.soft_rasterize(v, faces, K, (s, s), colors)))
     sec = common.time_fn(lambda c=col, v=vc: jax.block_until_ready(c(v)), min_time_s=1.0)
     rows.append(dict(mode="soft colour+depth fwd", size=size, per_s=b / sec, ms=sec / b * 1e3))
+    for name, fn in (("soft", hand_render.render_soft), ("antialiased", hand_render.render_aa)):
+      sec = _photometric_grad_seconds(fn, vc, faces, K, size)
+      rows.append(dict(mode=f"{name} colour+silhouette fwd+grad", size=size, per_s=b / sec,
+                       ms=sec / b * 1e3))  # fmt: skip
   print(f"open hand, {int(faces.shape[0])} triangles, batch {b}; device: {common.machine()}\n")
   common.print_table(
     rows,

@@ -47,28 +47,68 @@ def _contains(tri, p):
   return jnp.all(bary >= 0.0, axis=-1) & (jnp.abs(area) > 1e-12)
 
 
-def _crossing(tri, p_in, p_out, horizontal: bool):
-  """Where the boundary of triangles tri [m, 3, 2] crosses the segments p_in -> p_out [m, 2]:
-  (t [m] in [0, 1], valid [m]). Of the edges that separate the two points, the first crossed;
-  valid only if that edge is steep enough for this pair direction (see the module docstring)."""
-  ts, oks = [], []
+def face_neighbours(faces):
+  """The face across each edge [f, 3] (edge k joins corners k and k + 1), -1 on the mesh's
+  border. Works on traced faces (a sort of the edges' vertex pairs); meshes up to ~15k faces
+  (the pair key is an int32)."""
+  f = faces.shape[0]
+  e = jnp.stack([faces, jnp.roll(faces, -1, axis=1)], -1).reshape(-1, 2)  # [3f, 2]
+  key = jnp.min(e, -1) * (3 * f) + jnp.max(e, -1)
+  order = jnp.argsort(key)
+  k = key[order]
+  nxt = jnp.concatenate([k[1:] == k[:-1], jnp.zeros((1,), bool)])
+  prv = jnp.concatenate([jnp.zeros((1,), bool), k[1:] == k[:-1]])
+  partner = jnp.where(nxt, jnp.roll(order, -1), jnp.where(prv, jnp.roll(order, 1), -1))
+  out = jnp.full((3 * f,), -1, jnp.int32).at[order].set(partner.astype(jnp.int32))
+  return jnp.where(out >= 0, out // 3, -1).reshape(f, 3)
+
+
+def _exit(tri, sign, p_in, p_out):
+  """Where the segments p_in -> p_out [m, 2] leave the triangles tri [m, 3, 2] of winding sign
+  [m] (Cyrus-Beck): (t [m], the exit edge [m], the edge's direction [m, 2]); t >= 1 if they do
+  not leave it."""
+  ts = []
   for k in range(3):
     a, b = tri[:, k], tri[:, (k + 1) % 3]
-    f_in, f_out = _edge_fn(a, b, p_in), _edge_fn(a, b, p_out)
-    sep = (f_in * f_out) < 0.0
-    t = f_in / jnp.where(sep, f_in - f_out, 1.0)
-    d = b - a
-    steep = jnp.abs(d[:, 1]) >= jnp.abs(d[:, 0])
-    ts.append(jnp.where(sep, t, jnp.inf))
-    oks.append(sep & (steep if horizontal else ~steep))
+    f_in, f_out = sign * _edge_fn(a, b, p_in), sign * _edge_fn(a, b, p_out)
+    leaving = f_out < f_in  # the inside side is f > 0
+    ts.append(jnp.where(leaving, f_in / jnp.where(leaving, f_in - f_out, 1.0), jnp.inf))
   t = jnp.stack(ts, -1)
-  first = jnp.argmin(t, axis=-1)
-  t_first = jnp.take_along_axis(t, first[:, None], -1)[:, 0]
-  ok = jnp.take_along_axis(jnp.stack(oks, -1), first[:, None], -1)[:, 0]
-  return jnp.clip(jnp.where(jnp.isfinite(t_first), t_first, 0.5), 0.0, 1.0), ok
+  k = jnp.argmin(t, -1)
+  a = jnp.take_along_axis(tri, k[:, None, None], 1)[:, 0]
+  b = jnp.take_along_axis(tri, ((k + 1) % 3)[:, None, None], 1)[:, 0]
+  return jnp.take_along_axis(t, k[:, None], -1)[:, 0], k, b - a
 
 
-def _pair_deltas(face_id, tri, attrs, horizontal: bool):
+def _crossing(tri, side, nbrs, face, p_in, p_out, horizontal: bool, steps: int = 3):
+  """Where the surface that holds p_in [m, 2] in `face` [m] ends on the way to p_out: the
+  segment leaves the face; if the edge it leaves by is shared with a neighbour facing the same
+  way (an edge inside the surface, not its contour), it goes on in the neighbour, up to `steps`
+  faces. side [f]: each face's screen winding (+1 / -1). Returns (t [m] in [0, 1], valid [m]):
+  valid where the contour was reached and its edge is steep enough for this pair direction
+  (see the module docstring)."""
+  s0 = side[face]
+  # The walk picks the face and edge without gradient; t is then recomputed on that one edge
+  # (one differentiable gather instead of one per step: 3x faster backward on CPU).
+  tri_ng = jax.lax.stop_gradient(tri)
+  t, k, d = _exit(tri_ng[face], s0, p_in, p_out)
+  for _ in range(steps - 1):
+    nb = jnp.take_along_axis(nbrs[face], k[:, None], -1)[:, 0]
+    go = (nb >= 0) & (t < 1.0) & (side[jnp.maximum(nb, 0)] == s0)
+    face = jnp.where(go, nb, face)
+    t2, k2, d2 = _exit(tri_ng[face], s0, p_in, p_out)
+    t, k, d = jnp.where(go, t2, t), jnp.where(go, k2, k), jnp.where(go[:, None], d2, d)
+  nb = jnp.take_along_axis(nbrs[face], k[:, None], -1)[:, 0]
+  contour = (nb < 0) | (side[jnp.maximum(nb, 0)] != s0)
+  steep = jnp.abs(d[:, 1]) >= jnp.abs(d[:, 0])
+  ok = contour & (t < 1.0) & (steep if horizontal else ~steep)
+  a, b = tri[face, k], tri[face, (k + 1) % 3]
+  f_in, f_out = s0 * _edge_fn(a, b, p_in), s0 * _edge_fn(a, b, p_out)
+  t = f_in / jnp.where(ok, f_in - f_out, 1.0)
+  return jnp.clip(jnp.where(ok, t, 0.5), 0.0, 1.0), ok
+
+
+def _pair_deltas(face_id, tri, side, nbrs, attrs, horizontal: bool):
   """Blend deltas [h, w, c] from the pixel pairs of one direction."""
   h, w = face_id.shape
   if horizontal:
@@ -80,16 +120,17 @@ def _pair_deltas(face_id, tri, attrs, horizontal: bool):
   fa, fb = face_id[a_sl].reshape(-1), face_id[b_sl].reshape(-1)
   pa, pb = centres[a_sl].reshape(-1, 2), centres[b_sl].reshape(-1, 2)
   ca, cb = attrs[a_sl].reshape(fa.shape[0], -1), attrs[b_sl].reshape(fa.shape[0], -1)
-  ta, tb = tri[jnp.maximum(fa, 0)], tri[jnp.maximum(fb, 0)]
+  tri_ng = jax.lax.stop_gradient(tri)
+  ta, tb = tri_ng[jnp.maximum(fa, 0)], tri_ng[jnp.maximum(fb, 0)]
   # Face a ends between the pixels unless its triangle holds b's centre (then b's face is in
   # front of it at b, and b's face is the one that ends); background never ends.
   a_ends = (fa >= 0) & ~_contains(ta, pb)
   b_ends = (fb >= 0) & ~_contains(tb, pa)
   use_a = a_ends | ~b_ends
-  tri_o = jnp.where(use_a[:, None, None], ta, tb)
+  face_o = jnp.where(use_a, fa, fb)
   p_in, p_out = jnp.where(use_a[:, None], pa, pb), jnp.where(use_a[:, None], pb, pa)
   c_in, c_out = jnp.where(use_a[:, None], ca, cb), jnp.where(use_a[:, None], cb, ca)
-  t, ok = _crossing(tri_o, p_in, p_out, horizontal)
+  t, ok = _crossing(tri, side, nbrs, jnp.maximum(face_o, 0), p_in, p_out, horizontal)
   ok = ok & (fa != fb) & (a_ends | b_ends)
   covered_out = jnp.where(ok, jnp.maximum(t - 0.5, 0.0), 0.0)[:, None]
   uncovered_in = jnp.where(ok, jnp.maximum(0.5 - t, 0.0), 0.0)[:, None]
@@ -103,13 +144,18 @@ def _pair_deltas(face_id, tri, attrs, horizontal: bool):
   return delta.at[b_sl].add(d_b.reshape(shape + attrs.shape[-1:]))
 
 
-def antialias(face_id, tri, attrs):
+def antialias(face_id, tri, faces, attrs):
   """attrs [h, w, c] (a hard render: each pixel its face's value, the background's where
   face_id [h, w] is -1) with the visibility edges blended analytically; differentiable in the
-  screen triangles tri [f, 3, 2] (pixels, `raster.screen_faces`) and in attrs."""
+  screen triangles tri [f, 3, 2] (pixels, `raster.screen_faces`) and in attrs. faces [f, 3]
+  give the mesh's connectivity (edges inside the surface are crossed, not blended)."""
   face_id = jax.lax.stop_gradient(face_id)
+  nbrs = face_neighbours(faces)
+  side = jax.lax.stop_gradient(
+    jnp.where(raster.screen_barycentrics(tri, tri[:, 0])[1] < 0, -1.0, 1.0)
+  )
   return (
     attrs
-    + _pair_deltas(face_id, tri, attrs, horizontal=True)
-    + _pair_deltas(face_id, tri, attrs, horizontal=False)
+    + _pair_deltas(face_id, tri, side, nbrs, attrs, horizontal=True)
+    + _pair_deltas(face_id, tri, side, nbrs, attrs, horizontal=False)
   )

@@ -94,7 +94,7 @@ def render_aa(verts_cam, faces, K, size, albedo, light: Light, background):
   mask = frags.mask.astype(lit.dtype)
   rgb = shading.composite(lit, mask, background)
   tri, _ = raster.screen_faces(verts_cam, faces, K)
-  out = antialias.antialias(frags.face_id, tri, jnp.concatenate([rgb, mask[..., None]], -1))
+  out = antialias.antialias(frags.face_id, tri, faces, jnp.concatenate([rgb, mask[..., None]], -1))
   return out[..., :3], out[..., 3]
 
 

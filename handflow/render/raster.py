@@ -155,7 +155,9 @@ def rasterize(verts_cam, faces, K, size, *, tiers=None) -> Fragments:
   tiers = tiers_for(size) if tiers is None else tiers
   f = faces.shape[0]
   face_bits = max(1, int(np.ceil(np.log2(f + 1))))
-  depth_levels = 2 ** (31 - face_bits) - 1
+  # At most 2^23 levels: float32 holds the scaled depth exactly, so the farthest face cannot
+  # round up to 2^(31 - face_bits) and overflow the key (a 4-face mesh did).
+  depth_levels = min(2 ** (31 - face_bits), 2**23) - 1
   tri, z = screen_faces(verts_cam, faces, K)
   windows, overflow = face_windows(tri, size, tiers)
   parts = [

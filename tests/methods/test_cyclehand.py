@@ -151,7 +151,8 @@ def _light(n=None):
   )
 
 
-def test_soft_render_is_differentiable_in_pose_camera_light_and_texture(method):
+@pytest.mark.parametrize("renderer", ["soft", "aa"])
+def test_render_is_differentiable_in_pose_camera_light_and_texture(method, renderer):
   model = method.model
   net = _net_output(1, jax.random.key(3), model)
   bg = jnp.full((SIZE, SIZE, 3), 0.3)
@@ -163,9 +164,11 @@ def test_soft_render_is_differentiable_in_pose_camera_light_and_texture(method):
                           "tex_offset": offset})  # fmt: skip
     h = method.place(n2, K[None], SIZE)
     light = hand_render.Light(ambient, h.light.diffuse[0], h.light.position[0])
-    rgb, sil = hand_render.render_soft(
-      h.verts[0], model.faces, K, (SIZE, SIZE), h.albedo[0], light, bg, sigma=sigma
-    )
+    args = (h.verts[0], model.faces, K, (SIZE, SIZE), h.albedo[0], light, bg)
+    if renderer == "aa":
+      rgb, sil = hand_render.render_aa(*args)
+    else:
+      rgb, sil = hand_render.render_soft(*args, sigma=sigma)
     return jnp.mean((rgb - target) ** 2) + jnp.mean(sil)
 
   params = (net.mano.rot6d_delta, net.mano.camera, net.tex_offset, jnp.asarray(0.4))
@@ -175,8 +178,12 @@ def test_soft_render_is_differentiable_in_pose_camera_light_and_texture(method):
   loss_at = jax.jit(loss)
   # Central differences on a few scalars: the wrist's rotation, the camera's x, one offset
   # texel, the ambient light (at sigma 0.5 px^2: softer edges make the finite differences of
-  # a 32 px render smooth enough to compare).
+  # a 32 px render smooth enough to compare). The antialiased render is piecewise smooth in
+  # pose and camera (a pixel changes face at a step): its geometric gradients are checked
+  # against known answers in tests/render/test_antialias.py, texture and light here.
   picks = [(0, (0, 0, 1)), (1, (0, 1)), (2, (0, 4, 4, 0)), (3, ())]
+  if renderer == "aa":
+    picks = picks[2:]
   for leaf, idx in picks:
     eps = 1e-2 if leaf != 2 else 5e-2
 
@@ -259,6 +266,7 @@ def test_palm_angle_known_answers():
     ("loss.temperature", 0.0, "loss.temperature"),
     ("data.labelled_fraction", 1.5, "data.labelled_fraction"),
     ("texture", "paint", "texture"),
+    ("renderer", "raytrace", "renderer"),
     ("model.pool", "max", "model.pool"),
     ("model.stem_stride", 3, "model.stem_stride"),
     ("model.keypoint_stride", 32, "model.keypoint_stride"),
