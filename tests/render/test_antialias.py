@@ -110,3 +110,20 @@ def test_hand_render_aa_is_differentiable_and_matches_the_hard_render():
   g_shift, g_alb = jax.grad(loss, argnums=(0, 1))(jnp.asarray([0.002, 0.0, 0.0]), albedo)
   assert np.all(np.isfinite(np.asarray(g_shift))) and float(jnp.abs(g_shift[0])) > 0
   assert np.all(np.isfinite(np.asarray(g_alb))) and float(jnp.sum(jnp.abs(g_alb))) > 0
+
+
+def test_face_neighbours_match_an_edge_count_and_are_mutual():
+  faces = np.asarray(hand.load("open", "right").faces)
+  nb = np.asarray(jax.jit(antialias.face_neighbours)(jnp.asarray(faces)))
+  edges = {}
+  for f, tri in enumerate(faces):
+    for k in range(3):
+      edges.setdefault(frozenset((tri[k], tri[(k + 1) % 3])), []).append((f, k))
+  for owners in edges.values():
+    for f, k in owners:
+      others = [g for g, _ in owners if g != f]
+      assert nb[f, k] == (others[0] if len(others) == 1 else nb[f, k])
+      if len(owners) == 1:
+        assert nb[f, k] == -1
+  f, k = np.nonzero(nb >= 0)
+  assert np.all(np.any(nb[nb[f, k]] == f[:, None], axis=1))  # g across f's edge has f across one
