@@ -55,15 +55,13 @@ def vertex_albedo(faces, vertex_color, tone=None):
 
 
 def _lit_corners(verts_cam, faces, albedo, light: Light):
+  """Lit albedo [f, 3, 3] at the face corners; the shade is computed per vertex (6x fewer
+  than corners: the same values, as a corner's normal and position are its vertex's)."""
   normals = shading.vertex_normals(verts_cam, faces)
-  return shading.lambert(
-    albedo,
-    normals[faces],
-    verts_cam[faces],
-    light.position[..., None, None, :],
-    ambient=light.ambient,
-    diffuse=light.diffuse,
+  shade = shading.lambert_shade(
+    normals, verts_cam, light.position[..., None, :], ambient=light.ambient, diffuse=light.diffuse
   )
+  return jnp.clip(albedo * shade[faces], 0.0, 1.0)
 
 
 @functools.partial(jax.jit, static_argnames=("size", "sigma", "gamma"))

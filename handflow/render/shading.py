@@ -29,17 +29,20 @@ def interpolate(frags: Fragments, faces, attrs):
   return jnp.where(frags.mask[..., None], out, 0.0)
 
 
-def lambert(albedo, normals, points, light_pos, *, ambient=0.35, diffuse=0.75):
-  """albedo [..., 3] x (ambient + diffuse * max(0, n . l)), l towards a point light [3].
-
-  Normals and points [..., 3] in the camera frame; normals facing away from the camera are
-  flipped so that both sides of an open mesh are lit like its outside.
-  """
+def lambert_shade(normals, points, light_pos, *, ambient=0.35, diffuse=0.75):
+  """ambient + diffuse * max(0, n . l) [..., 1], l towards a point light [3]; normals and
+  points [..., 3] in the camera frame; normals facing away from the camera are flipped so that
+  both sides of an open mesh are lit like its outside."""
   n = normals / jnp.maximum(jnp.linalg.norm(normals, axis=-1, keepdims=True), 1e-12)
   n = jnp.where(jnp.sum(n * points, -1, keepdims=True) > 0, -n, n)
   to_light = light_pos - points
   l = to_light / jnp.maximum(jnp.linalg.norm(to_light, axis=-1, keepdims=True), 1e-12)  # noqa: E741
-  shade = ambient + diffuse * jnp.maximum(jnp.sum(n * l, -1, keepdims=True), 0.0)
+  return ambient + diffuse * jnp.maximum(jnp.sum(n * l, -1, keepdims=True), 0.0)
+
+
+def lambert(albedo, normals, points, light_pos, *, ambient=0.35, diffuse=0.75):
+  """albedo [..., 3] x `lambert_shade`, clipped to [0, 1]."""
+  shade = lambert_shade(normals, points, light_pos, ambient=ambient, diffuse=diffuse)
   return jnp.clip(albedo * shade, 0.0, 1.0)
 
 
