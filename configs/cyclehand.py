@@ -9,7 +9,8 @@ differentiable renderer (handflow/methods/cyclehand.py).
 Variants: default (synthetic single images on a 2-core CPU budget), tiny (tests), freihand
 (paper scale: 224 px crops, ResNet-50, FreiHAND training images; a quarter labelled, the rest
 unlabelled). Arg keys (ablations): cycle (False: no cycle terms), contrastive (False),
-mech (False: no joint-limit or penetration terms), texture (uv | vertex), and the shared views,
+mech (False: no joint-limit or penetration terms), texture (uv | vertex), renderer (aa | soft:
+the differentiable renders (a) and (d)), and the shared views,
 frames, labels. Labels: `data.labelled_fraction` of the images (a fixed hash), only those whose
 camera-palm angle is <= `data.labelled_views` degrees when it is > 0 (the frontal cone).
 """
