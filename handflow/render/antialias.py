@@ -34,19 +34,6 @@ import jax.numpy as jnp
 from handflow.render import raster
 
 
-def _edge_fn(a, b, p):
-  """(b - a) x (p - a) for points [..., 2]."""
-  return (b[..., 0] - a[..., 0]) * (p[..., 1] - a[..., 1]) - (b[..., 1] - a[..., 1]) * (
-    p[..., 0] - a[..., 0]
-  )
-
-
-def _contains(tri, p):
-  """Whether the points p [..., 2] lie in the triangles tri [..., 3, 2] (either winding)."""
-  bary, area = raster.screen_barycentrics(tri, p)
-  return jnp.all(bary >= 0.0, axis=-1) & (jnp.abs(area) > 1e-12)
-
-
 def face_neighbours(faces):
   """The face across each edge [f, 3] (edge k joins corners k and k + 1), -1 on the mesh's
   border. Works on traced faces (a sort of the edges' vertex pairs); meshes up to ~15k faces
@@ -70,7 +57,7 @@ def _exit(tri, sign, p_in, p_out):
   ts = []
   for k in range(3):
     a, b = tri[:, k], tri[:, (k + 1) % 3]
-    f_in, f_out = sign * _edge_fn(a, b, p_in), sign * _edge_fn(a, b, p_out)
+    f_in, f_out = sign * raster.edge_function(a, b, p_in), sign * raster.edge_function(a, b, p_out)
     leaving = f_out < f_in  # the inside side is f > 0
     ts.append(jnp.where(leaving, f_in / jnp.where(leaving, f_in - f_out, 1.0), jnp.inf))
   t = jnp.stack(ts, -1)
@@ -103,7 +90,7 @@ def _crossing(tri, side, nbrs, face, p_in, p_out, horizontal: bool, steps: int =
   steep = jnp.abs(d[:, 1]) >= jnp.abs(d[:, 0])
   ok = contour & (t < 1.0) & (steep if horizontal else ~steep)
   a, b = tri[face, k], tri[face, (k + 1) % 3]
-  f_in, f_out = s0 * _edge_fn(a, b, p_in), s0 * _edge_fn(a, b, p_out)
+  f_in, f_out = s0 * raster.edge_function(a, b, p_in), s0 * raster.edge_function(a, b, p_out)
   t = f_in / jnp.where(ok, f_in - f_out, 1.0)
   return jnp.clip(jnp.where(ok, t, 0.5), 0.0, 1.0), ok
 
@@ -124,8 +111,8 @@ def _pair_deltas(face_id, tri, side, nbrs, attrs, horizontal: bool):
   ta, tb = tri_ng[jnp.maximum(fa, 0)], tri_ng[jnp.maximum(fb, 0)]
   # Face a ends between the pixels unless its triangle holds b's centre (then b's face is in
   # front of it at b, and b's face is the one that ends); background never ends.
-  a_ends = (fa >= 0) & ~_contains(ta, pb)
-  b_ends = (fb >= 0) & ~_contains(tb, pa)
+  a_ends = (fa >= 0) & ~raster.contains(ta, pb)
+  b_ends = (fb >= 0) & ~raster.contains(tb, pa)
   use_a = a_ends | ~b_ends
   face_o = jnp.where(use_a, fa, fb)
   p_in, p_out = jnp.where(use_a[:, None], pa, pb), jnp.where(use_a[:, None], pb, pa)
@@ -152,7 +139,7 @@ def antialias(face_id, tri, faces, attrs):
   face_id = jax.lax.stop_gradient(face_id)
   nbrs = face_neighbours(faces)
   side = jax.lax.stop_gradient(
-    jnp.where(raster.screen_barycentrics(tri, tri[:, 0])[1] < 0, -1.0, 1.0)
+    jnp.where(raster.edge_function(tri[:, 0], tri[:, 1], tri[:, 2]) < 0, -1.0, 1.0)
   )
   return (
     attrs

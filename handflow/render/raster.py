@@ -45,7 +45,7 @@ def screen_faces(verts_cam, faces, K):
   return uv[faces], z[faces]
 
 
-def _edge(a, b, p):
+def edge_function(a, b, p):
   """2D cross product (b - a) x (p - a): positive when p is left of a->b (y down: clockwise)."""
   return (b[..., 0] - a[..., 0]) * (p[..., 1] - a[..., 1]) - (b[..., 1] - a[..., 1]) * (
     p[..., 0] - a[..., 0]
@@ -56,10 +56,17 @@ def screen_barycentrics(tri, p):
   """Screen-space barycentrics [..., 3] of points p [..., 2] in triangles tri [..., 3, 2], and the
   signed doubled area [...] (either winding works; degenerate triangles get area 0)."""
   a, b, c = tri[..., 0, :], tri[..., 1, :], tri[..., 2, :]
-  area = _edge(a, b, c)
-  w0, w1, w2 = _edge(b, c, p), _edge(c, a, p), _edge(a, b, p)
+  area = edge_function(a, b, c)
+  w0, w1, w2 = edge_function(b, c, p), edge_function(c, a, p), edge_function(a, b, p)
   safe = jnp.where(jnp.abs(area) > 1e-12, area, 1.0)
   return jnp.stack([w0, w1, w2], -1) / safe[..., None], area
+
+
+def contains(tri, p):
+  """Whether points p [..., 2] lie in triangles tri [..., 3, 2] (either winding; degenerate
+  triangles hold nothing)."""
+  bary, area = screen_barycentrics(tri, p)
+  return jnp.all(bary >= 0.0, axis=-1) & (jnp.abs(area) > 1e-12)
 
 
 def perspective_correct(bary_screen, z):
@@ -76,7 +83,7 @@ def _candidates(tri, z, px, py, size):
   h, w = size
   p = jnp.stack([px, py], -1).astype(tri.dtype)
   bary, area = screen_barycentrics(tri[:, None, None], p)
-  inside = jnp.all(bary >= 0.0, axis=-1) & (jnp.abs(area) > 1e-12)
+  inside = jnp.all(bary >= 0.0, axis=-1) & (jnp.abs(area) > 1e-12)  # `contains`, bary reused
   _, depth = perspective_correct(bary, z[:, None, None])
   in_image = (px >= 0) & (px < w) & (py >= 0) & (py < h)
   front = jnp.all(z > 1e-6, axis=-1)[:, None, None]
