@@ -59,9 +59,10 @@ def base(arg, variants=VARIANTS, **method_args):
   c.data.frames = 4
   c.data.image_size = 128  # the dataset's images (synthetic_hands: rendered at this size)
   c.data.crop_size = 64  # the network's input crop (0: the dataset's image size)
-  # synthetic_hands only: clips per split, occluders, generation seed.
+  # synthetic_hands only: clips per split, occluders, poses, generation seed.
   c.data.clips = ml_collections.ConfigDict({"train": 400, "validation": 40, "test": 80})
   c.data.occluder_rate = 0.15
+  c.data.pose_prior = "independent"  # or "synergy" (synthetic.random_pose)
   c.data.seed = 0
   # 2D pseudo-labels of datasets that ship none: the simulated detector
   # (handflow.data.pseudo_labels), a preset (clean, iid, default, hard, mediapipe; arg key

@@ -46,6 +46,7 @@ class SyntheticHandsConfig(tfds.core.BuilderConfig):
     test=80,
     occluder_rate=0.15,
     hand_model="open",
+    pose_prior="independent",
     seed=0,
   ):
     scene = synthetic.SceneConfig(
@@ -54,6 +55,7 @@ class SyntheticHandsConfig(tfds.core.BuilderConfig):
       image_size=image_size,
       hand_model=hand_model,
       occluder_rate=occluder_rate,
+      pose_prior=pose_prior,
     )
     clips = {"train": train, "validation": validation, "test": test}
     for split, n in clips.items():
@@ -67,6 +69,7 @@ class SyntheticHandsConfig(tfds.core.BuilderConfig):
     name = (
       f"t{frames}_v{views}_s{image_size}_c{train}-{validation}-{test}"
       f"_occ{int(round(occluder_rate * 100))}_seed{seed}"
+      + ("" if pose_prior == "independent" else f"_{pose_prior}")
     )
     return cls(
       name=name,
@@ -170,5 +173,5 @@ def config_from(data_config) -> SyntheticHandsConfig:
   kw.update(
     {k: d.clips[k] for k in ("train", "validation", "test") if "clips" in d and k in d.clips}
   )
-  kw.update({k: d[k] for k in ("occluder_rate", "seed") if k in d})
+  kw.update({k: d[k] for k in ("occluder_rate", "pose_prior", "seed") if k in d})
   return SyntheticHandsConfig.make(**kw)

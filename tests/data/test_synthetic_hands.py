@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 from configs import ust
 from handflow.data import prepare, synthetic, synthetic_hands
 from handflow.geometry import cameras
+from handflow.hand import limits
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +81,8 @@ def test_bad_configs_are_named():
     synthetic_hands.SyntheticHandsConfig.make(test=0)
   with pytest.raises(ValueError, match="views >= 2"):
     synthetic.SceneConfig(views=1)
+  with pytest.raises(ValueError, match="pose_prior must be one of .* got 'pca'"):
+    synthetic.SceneConfig(pose_prior="pca")
   config = ust.get_config("dexycb")
   config.data.name = "interhand26m"
   with pytest.raises(ValueError, match="dataset 'interhand26m' has no builder yet"):
@@ -97,6 +100,29 @@ def test_default_and_custom_configs_make_builders(tmp_path):
   custom = _with_dir(ust.get_config("views=4"), tmp_path)
   custom.data.rig_views = 4
   assert prepare.dataset_builder(custom).builder_config.scene.views == 4
+
+
+def test_pose_priors_stay_in_limits_and_synergy_concentrates_articulation():
+  """Both priors keep every joint within its limits; the synergy prior puts most of the
+  articulation into its first principal direction (the hand's closure), as real hands do,
+  while the independent one spreads it; the synergy prior is a dataset config of its own."""
+  model = synthetic._load_model("open")
+  axes = limits.joint_axes(model)
+  top = {}
+  for prior in synthetic.POSE_PRIORS:
+    rng = np.random.default_rng(0)
+    poses = np.stack([synthetic.random_pose(rng, axes, prior=prior) for _ in range(400)])
+    excess = limits.violation(jnp.asarray(poses.reshape(-1, 15, 3)), axes)
+    assert float(jnp.max(excess)) < 1e-6, prior
+    centred = poses - poses.mean(0)
+    var = np.linalg.svd(centred, compute_uv=False) ** 2
+    top[prior] = var[0] / var.sum()
+  assert top["synergy"] > 0.3 > top["independent"], top
+  with pytest.raises(ValueError, match="pose prior must be one of"):
+    synthetic.random_pose(np.random.default_rng(0), axes, prior="pca")
+  synergy = synthetic_hands.SyntheticHandsConfig.make(pose_prior="synergy")
+  assert synergy.name.endswith("_synergy") and synergy.scene.pose_prior == "synergy"
+  assert synthetic_hands.SyntheticHandsConfig.make().scene.pose_prior == "independent"
 
 
 def _with_dir(config, path):
