@@ -332,8 +332,11 @@ def _checked(config, iterable):
   names the dataset's directory."""
   it = iter(iterable)
   while True:
+    # The yield stays outside the try: a generator closed at interpreter exit (a script that
+    # stops reading) gets GeneratorExit there, and matching it against tf.errors, by then torn
+    # down, printed an AttributeError.
     try:
-      yield next(it)
+      item = next(it)
     except StopIteration:
       return
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
@@ -342,6 +345,7 @@ def _checked(config, iterable):
       raise DataError(
         f"dataset '{config.data.name}' in {where} is corrupt or unreadable: {msg}"
       ) from None
+    yield item
 
 
 def base_split(split: str) -> str:
