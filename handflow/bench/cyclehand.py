@@ -81,10 +81,7 @@ def main(argv):
     note = "x2 per step: (a) and (d)" if name == used else "not in the step (comparison)"
     rows.append(dict(part=f"{name} render fwd+grad, {n} meshes", per_step_ms=2e3 * sec,
                      meshes_per_s=n / sec, note=note))  # fmt: skip
-  w = config.loss
-  photo = w.photo > 0 or w.silhouette > 0
-  sharp_uses = ["(b)"] * (w.cycle > 0 or w.cycle_photo > 0)
-  sharp_uses += ["the re-rendering"] * (w.contrastive > 0 and not photo)
+  sharp_uses = method.sharp_renders()
   sharp = jax.jit(lambda v: method.render_sharp(v, K, size, h.net.tex_offset, h.light, bg))
   sec = common.time_fn(lambda: jax.block_until_ready(sharp(h.verts)))
   note = f"x{len(sharp_uses)} per step: {', '.join(sharp_uses) or '-'}"

@@ -65,7 +65,9 @@ class SceneConfig:
     if not 32 <= self.image_size <= 256:
       raise ValueError(f"image_size must be in [32, 256], got {self.image_size}")
     if self.pose_prior not in POSE_PRIORS:
-      raise ValueError(f"pose_prior must be one of {POSE_PRIORS}, got {self.pose_prior!r}")
+      raise ValueError(
+        f"pose_prior must be one of {POSE_PRIORS}, got {self.pose_prior!r} (config.data.pose_prior)"
+      )
 
 
 # Each finger's share of the hand's spread (positive abduction moves a finger towards the

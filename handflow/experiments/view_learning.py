@@ -6,8 +6,9 @@ single-image methods' budgets.
 
 Every method here reads hand crops through a ResNet whose feature map has to say where the
 joints are (UST-Hand's hypotheses, CycleHand's and HandMIM's regressors). This probe trains only
-that: the config's backbone (`models.resnet.ResNet`, depth 10, width 32, stride-4 map) and a 1x1
-convolution to 21 heatmaps, with the heatmap cross-entropy (`losses.heatmap_cross_entropy`)
+that: a ResNet (`models.resnet.ResNet`, the config's `model.backbone_depth` / `backbone_width`
+when it has them, else 10 / 32; stride-4 map) and a 1x1 convolution to 21 heatmaps, with the
+heatmap cross-entropy (`single_image.heatmap_term`, averaged over the joints)
 against the ground-truth keypoints of every training image (the config's crops and
 augmentation, `data.supervised` on), Adam at the cell's learning rate, no other term. Every
 `--every` steps it scores the validation split: the soft-argmax error in crop pixels (mean,
@@ -34,7 +35,7 @@ from ml_collections import config_flags
 
 from handflow import files
 from handflow.data import pipeline, prepare
-from handflow.methods import losses
+from handflow.methods import single_image
 from handflow.models import heatmaps, resnet
 
 _FLAGS = {}
@@ -73,20 +74,16 @@ def parse_cell(name: str) -> tuple[float, int]:
 
 
 class Probe(nn.Module):
+  depth: int = 10
+  width: int = 32
   stem_stride: int = 4
 
   @nn.compact
   def __call__(self, images):
     fmap = resnet.ResNet(
-      depth=10, width=32, out_stride=4, features=128, stem_stride=self.stem_stride
+      depth=self.depth, width=self.width, out_stride=4, features=128, stem_stride=self.stem_stride
     )(images)
-    return nn.Conv(heatmaps.NUM_KEYPOINTS, (1, 1))(fmap)
-
-
-def log_heatmap(logits):
-  """logits [n, h, w, 21] -> log-probabilities over each joint's positions, same shape."""
-  n, h, w, j = logits.shape
-  return jax.nn.log_softmax(logits.reshape(n, h * w, j), axis=1).reshape(n, h, w, j)
+    return heatmaps.log_probs(nn.Conv(heatmaps.NUM_KEYPOINTS, (1, 1))(fmap))
 
 
 def _flat(batch):
@@ -101,10 +98,7 @@ def _flat(batch):
 def soft_argmax_errors(log_heatmap, uv, size: int):
   """Per-joint distance [n, 21] (crop pixels) between the soft-argmax of log_heatmap
   [n, h, w, 21] and uv [n, 21, 2] (pixel centres at integer coordinates, as `uv`)."""
-  prob = jnp.exp(log_heatmap.reshape(log_heatmap.shape[0], -1, log_heatmap.shape[-1]))
-  h, w = log_heatmap.shape[1:3]
-  mu = jnp.einsum("npj,pd->njd", prob, heatmaps.grid(h, w)) * size - 0.5
-  return jnp.linalg.norm(mu - uv, axis=-1)
+  return jnp.linalg.norm(heatmaps.soft_argmax(log_heatmap) * size - 0.5 - uv, axis=-1)
 
 
 def run_cell(config, name: str, steps: int, every: int, workdir: epath.Path) -> dict:
@@ -112,7 +106,8 @@ def run_cell(config, name: str, steps: int, every: int, workdir: epath.Path) -> 
   if done.exists():
     return json.loads(done.read_text())
   lr, stem = parse_cell(name)
-  net = Probe(stem_stride=stem)
+  m = config.get("model", {})
+  net = Probe(m.get("backbone_depth", 10), m.get("backbone_width", 32), stem_stride=stem)
   train_it = pipeline.batches(config, "train", train=True, seed=config.seed)
   x, uv, _ = _flat(next(train_it))
   size = x.shape[1]
@@ -121,8 +116,7 @@ def run_cell(config, name: str, steps: int, every: int, workdir: epath.Path) -> 
   opt = tx.init(params)
 
   def loss_fn(p, x, uv, real):
-    log_hm = log_heatmap(net.apply(p, x))
-    ce = losses.heatmap_cross_entropy(log_hm, (uv + 0.5) / size).mean(-1)
+    ce = single_image.heatmap_term(net.apply(p, x), {"uv": uv}, size)
     return jnp.sum(ce * real) / jnp.maximum(jnp.sum(real), 1.0)
 
   @jax.jit
@@ -133,10 +127,8 @@ def run_cell(config, name: str, steps: int, every: int, workdir: epath.Path) -> 
 
   @jax.jit
   def score(p, x, uv):
-    log_hm = log_heatmap(net.apply(p, x))
-    return losses.heatmap_cross_entropy(log_hm, (uv + 0.5) / size), soft_argmax_errors(
-      log_hm, uv, size
-    )
+    log_hm = net.apply(p, x)
+    return single_image.heatmap_term(log_hm, {"uv": uv}, size), soft_argmax_errors(log_hm, uv, size)
 
   def validate(p):
     ce, err = [], []
@@ -150,13 +142,15 @@ def run_cell(config, name: str, steps: int, every: int, workdir: epath.Path) -> 
     row.update({f"px_{k}": float(err[:, j].mean()) for k, j in JOINTS.items()})
     return row
 
-  curve, t0 = [], time.time()
+  curve, since, t0 = [], [], time.time()
   for i in range(1, steps + 1):
     x, uv, real = _flat(next(train_it))
     params, opt, loss = step(params, opt, jnp.asarray(x), jnp.asarray(uv), jnp.asarray(real))
-    if not np.isfinite(float(loss)):
-      raise FloatingPointError(f"view_learning cell {name}: non-finite loss at step {i}")
+    since.append(loss)  # read back at validation only: no host sync per step
     if i % every == 0 or i == steps:
+      if not np.all(np.isfinite(np.asarray(jnp.stack(since)))):
+        raise FloatingPointError(f"view_learning cell {name}: non-finite loss by step {i}")
+      since = []
       curve.append({"step": i, "seconds": time.time() - t0, **validate(params)})
       print(
         f"{name} step {i}: " + ", ".join(f"{k} {v:.2f}" for k, v in curve[-1].items()), flush=True

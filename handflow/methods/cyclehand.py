@@ -198,6 +198,16 @@ class CycleHand(base.MethodBase):
     rot = lambda x: jnp.einsum("nij,npj->npi", R, x - h.root[:, None]) + h.root[:, None]
     return rot(h.verts), rot(h.joints)
 
+  def sharp_renders(self) -> tuple[str, ...]:
+    """What a self-supervised step renders sharp (no gradient): (b) for the cycle, and the
+    contrastive pair's re-rendering only when no photometric term made render (a), which it
+    otherwise reuses (`loss_fn`; `bench.cyclehand` counts these)."""
+    w = self.weights
+    out = ("(b)",) if w["cycle"] or w["cycle_photo"] else ()
+    if w["contrastive"] and not (w["photo"] or w["silhouette"]):
+      out += ("the re-rendering",)
+    return out
+
   def _self_term_names(self, has_mask: bool) -> tuple[str, ...]:
     """The self-supervised terms `loss_fn` computes (those with a weight)."""
     w = self.weights

@@ -24,12 +24,25 @@ def grid(h: int, w: int, dtype=jnp.float32):
   return jnp.stack(jnp.meshgrid(gx, gy), -1).reshape(h * w, 2).astype(dtype)
 
 
+def log_probs(logits):
+  """logits [n, h, w, j] -> log-probabilities over each joint's positions (a softmax per
+  joint), same shape."""
+  n, hh, ww, j = logits.shape
+  return jax.nn.log_softmax(logits.reshape(n, hh * ww, j), axis=1).reshape(n, hh, ww, j)
+
+
+def soft_argmax(log_prob):
+  """log_prob [n, h, w, j] -> the expected position mu [n, j, 2] in crop units."""
+  n, hh, ww, j = log_prob.shape
+  prob = jnp.exp(log_prob.reshape(n, hh * ww, j))
+  return jnp.einsum("npj,pd->njd", prob, grid(hh, ww, log_prob.dtype))
+
+
 def read(logits, fmap):
   """logits [n, h, w, j], fmap [n, h, w, c] -> (log_prob [n, h, w, j], mu [n, j, 2],
   pooled [n, j, c])."""
   n, hh, ww, j = logits.shape
-  log_prob = jax.nn.log_softmax(logits.reshape(n, hh * ww, j), axis=1)
-  prob = jnp.exp(log_prob)
-  mu = jnp.einsum("npj,pd->njd", prob, grid(hh, ww, fmap.dtype))
+  log_prob = log_probs(logits)
+  prob = jnp.exp(log_prob.reshape(n, hh * ww, j))
   pooled = jnp.einsum("npj,npc->njc", prob, fmap.reshape(n, hh * ww, -1))
-  return log_prob.reshape(n, hh, ww, j), mu, pooled
+  return log_prob, soft_argmax(log_prob), pooled

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from handflow.experiments import view_learning
+from handflow.models import heatmaps
 
 
 def test_soft_argmax_errors_read_a_peaked_heatmap_at_its_cell():
@@ -10,7 +11,7 @@ def test_soft_argmax_errors_read_a_peaked_heatmap_at_its_cell():
   crop sits at pixel (5 * 4 + 1.5, 2 * 4 + 1.5): the cell's centre in the pixel-centre
   convention of `uv`."""
   logits = jnp.full((1, 8, 8, 21), -1e4).at[0, 2, 5, :].set(0.0)
-  log_hm = view_learning.log_heatmap(logits)
+  log_hm = heatmaps.log_probs(logits)
   np.testing.assert_allclose(jnp.exp(log_hm).sum((1, 2)), 1.0, rtol=1e-6)
   uv = jnp.broadcast_to(jnp.asarray([21.5, 9.5]), (1, 21, 2))
   np.testing.assert_allclose(view_learning.soft_argmax_errors(log_hm, uv, 32), 0.0, atol=1e-4)

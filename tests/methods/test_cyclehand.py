@@ -408,3 +408,12 @@ def test_flatten_pool_keeps_the_map_cells_apart():
   assert out.mano.rot6d_delta.shape == (2, 16, 6) and np.isfinite(out.feature).all()
   assert out.log_heatmap is None  # no keypoint head (tests/models/test_heatmaps.py)
   assert np.abs(out.feature[0] - out.feature[1]).max() > 1e-3
+
+
+def test_sharp_renders_skip_the_re_rendering_when_render_a_exists():
+  config = cyclehand_config.get_config("tiny")
+  assert cyclehand.CycleHand(config).sharp_renders() == ("(b)",)
+  config.loss.photo = config.loss.silhouette = 0.0
+  assert cyclehand.CycleHand(config).sharp_renders() == ("(b)", "the re-rendering")
+  config.loss.cycle = config.loss.cycle_photo = config.loss.contrastive = 0.0
+  assert cyclehand.CycleHand(config).sharp_renders() == ()
