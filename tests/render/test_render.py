@@ -117,6 +117,28 @@ def test_overflow_is_reported_and_vmap_matches():
   np.testing.assert_allclose(batched.depth[1], one.depth)
 
 
+def test_largest_first_is_a_stable_sort_by_clipped_extent():
+  extent = np.random.default_rng(0).integers(0, 20, 500)
+  order = np.asarray(raster._largest_first(jnp.asarray(extent, jnp.int32), cap=12))
+  np.testing.assert_array_equal(order, np.argsort(-np.minimum(extent, 12), kind="stable"))
+
+
+def test_per_coordinate_barycentrics_match_the_stacked_form():
+  rng = np.random.default_rng(1)
+  tri, p = rng.normal(0, 10, (200, 3, 2)), rng.normal(0, 10, (200, 2))
+  tri[0] = [[0, 0], [1, 1], [2, 2]]  # degenerate: holds nothing
+  tri, p = jnp.asarray(tri, jnp.float32), jnp.asarray(p, jnp.float32)
+  bary, area = raster.barycentrics_xy(*raster.corners_xy(tri), p[:, 0], p[:, 1])
+  stacked, area2 = raster.screen_barycentrics(tri, p)
+  np.testing.assert_allclose(np.stack(bary, -1), stacked, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(area, area2)
+  inside = np.asarray(raster.contains(tri, p))
+  assert not inside[0] and inside.any() and not inside.all()
+  np.testing.assert_array_equal(
+    inside, np.all(np.asarray(stacked) >= 0, -1) & (np.abs(area2) > 1e-12)
+  )
+
+
 def test_open_hand_default_tiers_do_not_clip():
   m = hand.load("open")
   out = hand.forward(m, jnp.zeros(45))
