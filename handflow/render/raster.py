@@ -157,8 +157,9 @@ def _tier_counts(f: int, tiers) -> list[int]:
 
 def _largest_first(extent, cap: int):
   """Face indices [f] by extent [f], largest first, ties by index, extents >= cap as one: a
-  counting sort (O(f * cap) elementwise work; `argsort` took 6x longer on CPU). Faces beyond
-  the largest window overflow in any order, so tiers get the faces a full sort gives them."""
+  counting sort (O(f * cap) elementwise work; `argsort` took 6x longer on CPU). With cap above
+  every window, a face of extent >= cap overflows whichever window it gets, so the tiers hold
+  what a full sort gives them up to which of those faces overflow where."""
   f = extent.shape[0]
   bucket = cap - jnp.clip(extent, 0, cap)  # 0: the largest faces
   onehot = (bucket[:, None] == jnp.arange(cap + 1)[None, :]).astype(jnp.int32)  # [f, cap + 1]
