@@ -81,7 +81,11 @@ def inside_xy(bary, area):
 
 def screen_barycentrics(tri, p):
   """Screen-space barycentrics [..., 3] of points p [..., 2] in triangles tri [..., 3, 2], and the
-  signed doubled area [...] (either winding works; degenerate triangles get area 0)."""
+  signed doubled area [...] (either winding works; degenerate triangles get area 0).
+
+  Kept in this stacked form rather than stacking `barycentrics_xy`'s: dividing after the stack
+  rounds differently in the last bit on XLA:CPU, and the fragments (so rendered datasets) stay
+  bit for bit those of earlier versions."""
   a, b, c = tri[..., 0, :], tri[..., 1, :], tri[..., 2, :]
   area = edge_function(a, b, c)
   w0, w1, w2 = edge_function(b, c, p), edge_function(c, a, p), edge_function(a, b, p)
@@ -182,7 +186,8 @@ def face_windows(tri, size, tiers, margin: int = 0):
   lo = jnp.ceil(jnp.min(tri, axis=1)).astype(jnp.int32)  # first pixel centre in the bbox
   hi = jnp.floor(jnp.max(tri, axis=1)).astype(jnp.int32)
   extent = jnp.max(hi - lo + 1, axis=-1)
-  order = _largest_first(extent, max(win for win, _ in tiers) + 1)
+  # Extents past the image sort as one: a whole-image window holds any of them.
+  order = _largest_first(extent, min(max(win for win, _ in tiers), max(h, w)) + 1)
   out, window_of, start = [], jnp.zeros((f,), jnp.int32), 0
   for (win, _), count in zip(tiers, _tier_counts(f, tiers), strict=True):
     if count == 0:
