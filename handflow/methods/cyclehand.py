@@ -101,6 +101,42 @@ class Hand(single_image.Placed):
   net: hand_pose_net.NetOutput
 
 
+@dataclasses.dataclass(frozen=True)
+class SelfPlan:
+  """What a self-supervised step computes, decided once from the loss weights: `loss_fn`
+  follows it, and `sharp_renders` and the term names read it, so they cannot drift apart."""
+
+  render_a: bool  # (a) rendered differentiably over the input (photometric terms)
+  cycle: bool  # (b) rendered sharp, the network on it, c and d
+  cycle_photo: bool  # d rendered differentiably over the input
+  contrastive: bool
+  rerender: bool  # a sharp re-rendering for the contrastive pair: only without (a) to reuse
+
+  @classmethod
+  def from_weights(cls, w) -> SelfPlan:
+    render_a = bool(w["photo"] or w["silhouette"])
+    return cls(
+      render_a=render_a,
+      cycle=bool(w["cycle"] or w["cycle_photo"]),
+      cycle_photo=bool(w["cycle_photo"]),
+      contrastive=bool(w["contrastive"]),
+      rerender=bool(w["contrastive"]) and not render_a,
+    )
+
+  def sharp_renders(self) -> tuple[str, ...]:
+    return ("(b)",) * self.cycle + ("the re-rendering",) * self.rerender
+
+  def term_names(self, has_mask: bool) -> tuple[str, ...]:
+    """The self-supervised terms the step computes."""
+    return (
+      ("photo",) * self.render_a
+      + ("silhouette",) * (self.render_a and has_mask)
+      + ("cycle",) * self.cycle
+      + ("cycle_photo",) * self.cycle_photo
+      + ("contrastive",) * self.contrastive
+    )
+
+
 class CycleHand(base.MethodBase):
   name = "cyclehand"
   title = "CycleHand"
@@ -121,6 +157,7 @@ class CycleHand(base.MethodBase):
     _check(renderer in RENDERERS, "renderer", f"'{renderer}': one of {tuple(RENDERERS)}")
     self.render_diff = RENDERERS[renderer]
     self.weights = base.loss_weights(lo, LOSS_TERMS, ConfigError)
+    self.plan = SelfPlan.from_weights(self.weights)
     self.max_angle = float(np.radians(config.cycle.max_angle))
     _check(
       0 < config.cycle.max_angle <= 180,
@@ -201,24 +238,8 @@ class CycleHand(base.MethodBase):
   def sharp_renders(self) -> tuple[str, ...]:
     """What a self-supervised step renders sharp (no gradient): (b) for the cycle, and the
     contrastive pair's re-rendering only when no photometric term made render (a), which it
-    otherwise reuses (`loss_fn`; `bench.cyclehand` counts these)."""
-    w = self.weights
-    out = ("(b)",) if w["cycle"] or w["cycle_photo"] else ()
-    if w["contrastive"] and not (w["photo"] or w["silhouette"]):
-      out += ("the re-rendering",)
-    return out
-
-  def _self_term_names(self, has_mask: bool) -> tuple[str, ...]:
-    """The self-supervised terms `loss_fn` computes (those with a weight)."""
-    w = self.weights
-    names = []
-    if w["photo"] or w["silhouette"]:
-      names += ["photo"] + (["silhouette"] if has_mask else [])
-    if w["cycle"] or w["cycle_photo"]:
-      names += ["cycle"] + (["cycle_photo"] if w["cycle_photo"] else [])
-    if w["contrastive"]:
-      names.append("contrastive")
-    return tuple(names)
+    otherwise reuses (`bench.cyclehand` counts these)."""
+    return self.plan.sharp_renders()
 
   @staticmethod
   def cycle_loss(a: Hand, c: Hand, R):
@@ -279,13 +300,13 @@ class CycleHand(base.MethodBase):
 
     # The self-supervised terms, behind a cond: the supervised warm-up skips their renders
     # and extra network pass (about 4x cheaper steps), instead of computing them at weight 0.
-    names = self._self_term_names(hand_mask is not None)
+    plan = self.plan
+    names = plan.term_names(hand_mask is not None)
 
     def self_terms():
       terms = {}
-      render_a = None
       # Photometric: (a) over the input.
-      if w["photo"] or w["silhouette"]:
+      if plan.render_a:
         render_a, sil_a = soft(a.verts, K, a.albedo, a.light, rgb)
         region = hand_mask if hand_mask is not None else jax.lax.stop_gradient(sil_a > 0.5)
         terms["photo"] = cl.masked_l1(render_a, rgb, region)
@@ -294,18 +315,18 @@ class CycleHand(base.MethodBase):
 
       # The cycle and the contrastive pair: renders without gradient, one network pass.
       extra_images = []
-      if w["cycle"] or w["cycle_photo"]:
+      if plan.cycle:
         R = cl.random_rotations(k_rot, n, self.max_angle)
         sg = jax.tree.map(jax.lax.stop_gradient, a)
         verts_b, _ = self.rotate(sg, R)
         image_b = self._scene(sg, verts_b, K, size, rgb, k_b)
         extra_images.append(image_b)
-      if w["contrastive"] and render_a is not None:
+      if plan.contrastive and not plan.rerender:
         # The re-rendering is (a) itself: the hand a over the input, lit and textured per
         # corner (at 64 px a face is about a pixel, so per-pixel texture adds nothing); saves a
         # sharp render, ~10% of the self-supervised step (41 of 427 ms, bench.cyclehand).
         extra_images.append(jax.lax.stop_gradient(render_a))
-      elif w["contrastive"]:
+      elif plan.rerender:
         sg = jax.tree.map(jax.lax.stop_gradient, a)
         extra_images.append(self.render_sharp(sg.verts, K, size, sg.net.tex_offset, sg.light, rgb))
       if extra_images:
@@ -314,17 +335,17 @@ class CycleHand(base.MethodBase):
         net_x = self.net.apply(params, jax.lax.stop_gradient(stacked), rngs={"texture": k_c})
         split = lambda t, i: jax.tree.map(lambda x: x[i * n : (i + 1) * n], t)
         i = 0
-        if w["cycle"] or w["cycle_photo"]:
+        if plan.cycle:
           c = self.place(split(net_x, i), K, size)
           i += 1
           Rt = jnp.swapaxes(R, -1, -2)
           terms["cycle"] = self.cycle_loss(a, c, R)
-          if w["cycle_photo"]:
+          if plan.cycle_photo:
             d_verts = jnp.einsum("nij,npj->npi", Rt, c.verts - c.root[:, None]) + a.root[:, None]
             render_d, sil_d = soft(d_verts, K, a.albedo, a.light, rgb)
             region = hand_mask if hand_mask is not None else jax.lax.stop_gradient(sil_d > 0.5)
             terms["cycle_photo"] = cl.masked_l1(render_d, rgb, region)
-        if w["contrastive"]:
+        if plan.contrastive:
           z_re = split(net_x, i).proj
           pair = cl.nt_xent(a.net.proj, z_re, mask, self.temperature)
           terms["contrastive"] = 0.5 * (pair[:n] + pair[n:])

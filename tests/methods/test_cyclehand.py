@@ -417,3 +417,15 @@ def test_sharp_renders_skip_the_re_rendering_when_render_a_exists():
   assert cyclehand.CycleHand(config).sharp_renders() == ("(b)", "the re-rendering")
   config.loss.cycle = config.loss.cycle_photo = config.loss.contrastive = 0.0
   assert cyclehand.CycleHand(config).sharp_renders() == ()
+
+
+def test_self_plan_names_each_term_its_weights_switch_on():
+  w = dict.fromkeys(cyclehand.SELF_TERMS, 0.0)
+  plan = lambda **on: cyclehand.SelfPlan.from_weights({**w, **on})
+  assert plan().term_names(True) == () and plan().sharp_renders() == ()
+  p = plan(silhouette=1.0, contrastive=1.0)  # the silhouette term renders (a): reused
+  assert p.term_names(True) == ("photo", "silhouette", "contrastive")
+  assert p.term_names(False) == ("photo", "contrastive") and not p.rerender
+  p = plan(cycle_photo=1.0, contrastive=1.0)  # d's render needs the cycle's network pass
+  assert p.term_names(True) == ("cycle", "cycle_photo", "contrastive")
+  assert p.sharp_renders() == ("(b)", "the re-rendering")
