@@ -71,9 +71,7 @@ def main(argv):
     fn = cyclehand.RENDERERS[name]
 
     def diff_loss(verts, albedo, fn=fn):
-      rgb, sil = jax.vmap(lambda v, k, a, lt, b: fn(v, faces, k, (size, size), a, lt, b))(
-        verts, K, albedo, h.light, bg
-      )
+      rgb, sil = fn(verts, faces, K, (size, size), albedo, h.light, bg)
       return jnp.mean(rgb) + jnp.mean(sil)
 
     grad = jax.jit(jax.grad(diff_loss, argnums=(0, 1)))

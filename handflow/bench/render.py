@@ -40,15 +40,20 @@ def camera_for(size):
 
 def _photometric_grad_seconds(render, vc, faces, K, size):
   """Seconds for the gradient in the vertices and albedo of an L1 + silhouette loss of lit,
-  textured renders (CycleHand's photometric term) of the batch vc [b, n, 3]."""
+  textured renders (CycleHand's photometric term) of the batch vc [b, n, 3]; `render` takes
+  a batch (`hand_render.render_aa_batch`'s arguments)."""
+  b = vc.shape[0]
   albedo = jnp.full((faces.shape[0], 3, 3), 0.6)
   light = hand_render.Light(jnp.float32(0.4), jnp.float32(0.6), jnp.asarray([0.1, -0.1, 0.0]))
-  bg = jnp.full((size, size, 3), 0.2)
-  one = lambda v, alb: render(v, faces, K, (size, size), alb, light, bg)
-  target_rgb, target_sil = jax.vmap(one, (0, None))(vc, albedo)
+  light = jax.tree.map(lambda x: jnp.broadcast_to(x, (b,) + x.shape), light)
+  bg = jnp.full((b, size, size, 3), 0.2)
+  Ks = jnp.broadcast_to(K, (b, 3, 3))
+  batch = lambda v, alb: render(v, faces, Ks, (size, size), jnp.broadcast_to(alb, (b,) + alb.shape),
+                                light, bg)  # fmt: skip
+  target_rgb, target_sil = batch(vc, albedo)
 
   def loss(v, alb):
-    rgb, sil = jax.vmap(one, (0, None))(v, alb)
+    rgb, sil = batch(v, alb)
     return jnp.mean(jnp.abs(rgb - target_rgb)) + jnp.mean((sil - target_sil) ** 2)
 
   grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
@@ -96,7 +101,11 @@ def main(argv=None):
     col = jax.jit(jax.vmap(lambda v, K=K, s=size: soft.soft_rasterize(v, faces, K, (s, s), colors)))
     sec = common.time_fn(lambda c=col, v=vc: jax.block_until_ready(c(v)), min_time_s=1.0)
     rows.append(dict(mode="soft colour+depth fwd", size=size, per_s=b / sec, ms=sec / b * 1e3))
-    for name, fn in (("soft", hand_render.render_soft), ("antialiased", hand_render.render_aa)):
+    renders = (
+      ("soft", hand_render.render_soft_batch),
+      ("antialiased", hand_render.render_aa_batch),
+    )
+    for name, fn in renders:
       sec = _photometric_grad_seconds(fn, vc, faces, K, size)
       rows.append(dict(mode=f"{name} colour+silhouette fwd+grad", size=size, per_s=b / sec,
                        ms=sec / b * 1e3))  # fmt: skip

@@ -58,7 +58,7 @@ from handflow.models import hand_pose_net
 from handflow.render import hand_render
 
 TEXTURES = ("uv", "vertex")
-RENDERERS = {"aa": hand_render.render_aa, "soft": hand_render.render_soft}
+RENDERERS = {"aa": hand_render.render_aa_batch, "soft": hand_render.render_soft_batch}  # [b, ...]
 SELF_TERMS = ("photo", "silhouette", "cycle", "cycle_photo", "contrastive")
 LOSS_TERMS = (
   *SELF_TERMS, *single_image.SUPERVISED_TERMS, "sup_heatmap",
@@ -296,7 +296,7 @@ class CycleHand(base.MethodBase):
     hand_mask = batch["hand_mask"].reshape(n, size, size) if "hand_mask" in batch else None
     faces = self.model.faces
     render = self.render_diff
-    soft = jax.vmap(lambda v, k, alb, lt, bg: render(v, faces, k, (size, size), alb, lt, bg))
+    soft = lambda v, k, alb, lt, bg: render(v, faces, k, (size, size), alb, lt, bg)
 
     # The self-supervised terms, behind a cond: the supervised warm-up skips their renders
     # and extra network pass (about 4x cheaper steps), instead of computing them at weight 0.

@@ -2,6 +2,7 @@
 
   albedo = corner_albedo(model, texture, offset)          # [f, 3, 3] per face corner
   rgb, sil = render_soft(verts_cam, faces, K, size, albedo, light, background)   # differentiable
+  rgb, sil = render_aa_batch(verts_cam, faces, K, size, albedo, light, background)  # [b, ...]
   rgb, sil = render_hard(verts_cam, model, K, size, texture, light, background)   # sharp, no grad
 
 `Light` is an ambient term, a diffuse gain and a point light's position in the camera frame
@@ -81,19 +82,45 @@ def render_soft(verts_cam, faces, K, size, albedo, light: Light, background, *, 
   return shading.composite(fg, img.silhouette, background), img.silhouette
 
 
-@functools.partial(jax.jit, static_argnames=("size",))
+@functools.partial(jax.jit, static_argnames=("size", "capacity"))
+def render_aa_batch(verts_cam, faces, K, size, albedo, light: Light, background, *,
+                    capacity=antialias.CAPACITY):  # fmt: skip
+  """`render_aa` of a batch: verts_cam [b, n, 3], K [b, 3, 3], albedo [b, f, 3, 3], light of
+  [b] leaves, background [b, h, w, 3] -> (rgb [b, h, w, 3], coverage [b, h, w]). The edges of
+  the whole batch are antialiased together (`antialias.antialias_batch`: the contour walk on
+  the pixel pairs that can blend only)."""
+
+  def hard(v, k, alb, lt, bg):
+    frags = raster.rasterize(v, faces, k, size)
+    lit = shading.interpolate(frags, faces, _lit_corners(v, faces, alb, lt))
+    mask = frags.mask.astype(lit.dtype)
+    rgb = shading.composite(lit, mask, bg)
+    tri, _ = raster.screen_faces(v, faces, k)
+    return frags.face_id, tri, jnp.concatenate([rgb, mask[..., None]], -1)
+
+  face_id, tri, attrs = jax.vmap(hard)(verts_cam, K, albedo, light, background)
+  out = antialias.antialias_batch(face_id, tri, faces, attrs, capacity=capacity)
+  return out[..., :3], out[..., 3]
+
+
 def render_aa(verts_cam, faces, K, size, albedo, light: Light, background):
   """A differentiable render of one hand from the hard z-buffer with antialiased edges
   (`render.antialias`): (rgb [h, w, 3] over background [h, w, 3], coverage [h, w] in [0, 1]).
   Same arguments and shading as `render_soft` (per-vertex lighting, Gouraud); visibility
-  gradients come from the silhouette and occlusion edges only, at a cost linear in pixels."""
-  frags = raster.rasterize(verts_cam, faces, K, size)
-  lit = shading.interpolate(frags, faces, _lit_corners(verts_cam, faces, albedo, light))
-  mask = frags.mask.astype(lit.dtype)
-  rgb = shading.composite(lit, mask, background)
-  tri, _ = raster.screen_faces(verts_cam, faces, K)
-  out = antialias.antialias(frags.face_id, tri, faces, jnp.concatenate([rgb, mask[..., None]], -1))
-  return out[..., :3], out[..., 3]
+  gradients come from the silhouette and occlusion edges only, at a cost linear in pixels.
+  For batches, `render_aa_batch` (cheaper than a vmap of this)."""
+  one = lambda x: jnp.asarray(x)[None]
+  rgb, cov = render_aa_batch(
+    one(verts_cam), faces, one(K), size, one(albedo), jax.tree.map(one, light), one(background),
+    capacity=None,
+  )  # fmt: skip
+  return rgb[0], cov[0]
+
+
+def render_soft_batch(verts_cam, faces, K, size, albedo, light: Light, background, **kw):
+  """`render_soft` of a batch, with `render_aa_batch`'s arguments."""
+  one = lambda v, k, alb, lt, bg: render_soft(v, faces, k, size, alb, lt, bg, **kw)
+  return jax.vmap(one)(verts_cam, K, albedo, light, background)
 
 
 @functools.partial(jax.jit, static_argnames=("size",))

@@ -112,6 +112,39 @@ def test_hand_render_aa_is_differentiable_and_matches_the_hard_render():
   assert np.all(np.isfinite(np.asarray(g_alb))) and float(jnp.sum(jnp.abs(g_alb))) > 0
 
 
+def test_a_batch_compacted_to_any_capacity_renders_and_differentiates_as_one_by_one():
+  model = hand.load("open", "right")
+  rng = np.random.default_rng(0)
+  out = hand.forward(model, jnp.asarray(rng.normal(0, 0.3, (2, 45)), jnp.float32))
+  # A near hand fills most of the crop, a far one a little: the batch's pixel pairs that can
+  # blend are between 1% and 99% of all, so 0.99 takes the compacted walk, 0.01 overflows.
+  depth = jnp.asarray([[0.0, 0.0, 0.4], [0.02, 0.0, 0.9]])
+  verts = out.vertices - jnp.mean(out.vertices, 1, keepdims=True) + depth[:, None]
+  Kh = jnp.broadcast_to(jnp.asarray([[60.0, 0, 15.5], [0, 60.0, 15.5], [0, 0, 1]]), (2, 3, 3))
+  albedo = jnp.asarray(rng.uniform(0.2, 0.9, (2, model.faces.shape[0], 3, 3)), jnp.float32)
+  light = hand_render.Light(jnp.full((2,), 0.4), jnp.full((2,), 0.6), jnp.zeros((2, 3)))
+  bg = jnp.full((2, 32, 32, 3), 0.1)
+  one = lambda v, k, a, lt, g: hand_render.render_aa(v, model.faces, k, (32, 32), a, lt, g)
+  batch = lambda c: (
+    lambda v, a: hand_render.render_aa_batch(v, model.faces, Kh, (32, 32), a, light, bg, capacity=c)
+  )
+  renders = {"one by one": lambda v, a: jax.vmap(one)(v, Kh, a, light, bg), 0.99: batch(0.99),
+             0.01: batch(0.01)}  # fmt: skip
+
+  def value_and_grads(render):
+    def loss(v, a):
+      rgb, cov = render(v, a)
+      return jnp.sum(rgb * bg) + jnp.sum(cov**2), (rgb, cov)
+
+    return jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))(verts, albedo)
+
+  ref = value_and_grads(renders.pop("one by one"))
+  assert 0.05 < float(jnp.mean(ref[1][1] > 0)) < 0.95
+  for capacity, render in renders.items():
+    for x, y in zip(jax.tree.leaves(value_and_grads(render)), jax.tree.leaves(ref), strict=True):
+      np.testing.assert_allclose(x, y, atol=1e-5, err_msg=f"capacity {capacity}")
+
+
 def test_face_neighbours_match_an_edge_count_and_are_mutual():
   faces = np.asarray(hand.load("open", "right").faces)
   nb = np.asarray(jax.jit(antialias.face_neighbours)(jnp.asarray(faces)))
