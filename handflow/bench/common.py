@@ -101,18 +101,35 @@ def write_json(name: str, payload: dict, out: str | None = None) -> pathlib.Path
   return path
 
 
-def single_image_batch(config, model, n: int, size: int, seed: int = 0) -> dict:
-  """n random images with a plausible hand 0.4 m in front of the camera."""
+def crop_hands(model, n: int, size: int, seed: int = 0):
+  """n plausible hands 0.4 m in front of the camera, each in a size^2 crop framed as the input
+  pipeline frames one (a square 1.3x the keypoints' bounding box, `pipeline._crop_geometry`):
+  (keypoints [n, 21, 3], vertices [n, v, 3] in the camera frame, the crops' K [n, 3, 3])."""
   rng = np.random.default_rng(seed)
-  out = hand.forward(model, jnp.asarray(rng.normal(0, 0.2, (n, 45)), jnp.float32))
+  axis = rng.normal(size=(n, 3))
+  orient = axis / np.linalg.norm(axis, axis=-1, keepdims=True) * rng.uniform(0, np.pi, (n, 1))
+  out = hand.forward(model, jnp.asarray(rng.normal(0, 0.2, (n, 45)), jnp.float32),
+                     global_orient=jnp.asarray(orient, jnp.float32))  # any view, as the data
   kp = np.asarray(conventions.keypoints(model, out.vertices, out.joints, "openpose"))
-  f = size * 0.4 / 0.25
-  K = np.array([[f, 0, (size - 1) / 2], [0, f, (size - 1) / 2], [0, 0, 1]], np.float32)
-  xyz = kp - kp.mean(1, keepdims=True) + np.array([0, 0, 0.4])
-  uv = xyz[..., :2] / xyz[..., 2:] * f + (size - 1) / 2
+  centre = kp.mean(1, keepdims=True) - np.array([0, 0, 0.4])
+  xyz, verts = kp - centre, np.asarray(out.vertices) - centre
+  xy = xyz[..., :2] / xyz[..., 2:]  # normalised image coordinates
+  lo, hi = xy.min(1), xy.max(1)
+  f = size / (1.3 * (hi - lo).max(-1))  # [n]
+  c = (size - 1) / 2 - f[:, None] * (lo + hi) / 2  # [n, 2]
+  K = np.zeros((n, 3, 3), np.float32)
+  K[:, 0, 0], K[:, 1, 1], K[:, :2, 2], K[:, 2, 2] = f, f, c, 1.0
+  return xyz, verts, K
+
+
+def single_image_batch(config, model, n: int, size: int, seed: int = 0) -> dict:
+  """n random images with a plausible hand 0.4 m in front of the camera (`crop_hands`)."""
+  rng = np.random.default_rng(seed + 1)
+  xyz, _, K = crop_hands(model, n, size, seed)
+  uv = xyz[..., :2] / xyz[..., 2:] * K[:, None, [0, 1], [0, 1]] + K[:, None, :2, 2]
   return {
     "images": jnp.asarray(rng.normal(size=(n, 1, 1, size, size, 3)), jnp.float32),
-    "K": jnp.broadcast_to(jnp.asarray(K), (n, 1, 1, 3, 3)),
+    "K": jnp.asarray(K)[:, None, None],
     "T_cam_world": jnp.broadcast_to(jnp.eye(4), (n, 1, 1, 4, 4)),
     "xyz": jnp.asarray(xyz[:, None], jnp.float32),
     "uv": jnp.asarray(uv[:, None, None], jnp.float32),

@@ -6,7 +6,8 @@ Times (best of repeated calls, compiled; the batch is random images of the confi
 with the open hand's ground truth): the whole step (loss + gradient), the network alone (one
 forward + backward over the input images, and the forward over the two render batches the cycle
 and the contrastive pair feed it), the differentiable photometric render (forward + gradient,
-per mesh; the config's `renderer` and, for comparison, the other one), the sharp render
+per mesh, of the batch's ground-truth hands; the config's `renderer` and, for comparison, the
+other one), the sharp render
 (forward, per image), and the regressor + hand kernel. The rendering share is (2
 differentiable + the config's sharp renders per image: (b) for the cycle, and the contrastive
 pair's re-rendering only when no photometric term made render (a)) / step. Writes
@@ -24,6 +25,7 @@ from ml_collections import config_flags
 
 from handflow.bench import common
 from handflow.methods import cyclehand
+from handflow.render import antialias, raster
 
 CONFIG = config_flags.DEFINE_config_file("config", "configs/cyclehand.py", "Experiment config.")
 OUT = flags.DEFINE_string("out", None, "JSON output path.")
@@ -62,6 +64,9 @@ def main(argv):
     lambda: jax.block_until_ready(net_fwd(params, twice)))))  # fmt: skip
   K = batch["K"].reshape(n, 3, 3)
   h = jax.jit(lambda p: method._forward(p, images, K))(params)
+  # The renders draw the batch's ground-truth hands (the size of a trained net's hands in a
+  # crop; the untrained net's are smaller) with the net's appearance.
+  verts = jnp.asarray(common.crop_hands(method.model, n, size)[1], jnp.float32)
   faces = method.model.faces
   bg = jnp.zeros((n, size, size, 3))
 
@@ -75,19 +80,22 @@ def main(argv):
       return jnp.mean(rgb) + jnp.mean(sil)
 
     grad = jax.jit(jax.grad(diff_loss, argnums=(0, 1)))
-    sec = common.time_fn(lambda g=grad: jax.block_until_ready(g(h.verts, h.albedo)))
+    sec = common.time_fn(lambda g=grad: jax.block_until_ready(g(verts, h.albedo)))
     note = "x2 per step: (a) and (d)" if name == used else "not in the step (comparison)"
     rows.append(dict(part=f"{name} render fwd+grad, {n} meshes", per_step_ms=2e3 * sec,
                      meshes_per_s=n / sec, note=note))  # fmt: skip
   sharp_uses = method.sharp_renders()
   sharp = jax.jit(lambda v: method.render_sharp(v, K, size, h.net.tex_offset, h.light, bg))
-  sec = common.time_fn(lambda: jax.block_until_ready(sharp(h.verts)))
+  sec = common.time_fn(lambda: jax.block_until_ready(sharp(verts)))
   note = f"x{len(sharp_uses)} per step: {', '.join(sharp_uses) or '-'}"
   rows.append(dict(part=f"sharp render fwd, {n} images", per_step_ms=len(sharp_uses) * 1e3 * sec,
                    images_per_s=n / sec, note=note))  # fmt: skip
   place = jax.jit(lambda p: method._forward(p, images, K).joints)
   rows.append(dict(part=f"network fwd + hand kernel, {n} images", per_step_ms=1e3 * common.time_fn(
     lambda: jax.block_until_ready(place(params)))))  # fmt: skip
+  pairs = jax.jit(jax.vmap(lambda v, k: (raster.rasterize(v, faces, k, (size, size)).face_id,
+                                         raster.screen_faces(v, faces, k)[0])))  # fmt: skip
+  blend = float(antialias.blend_share(*pairs(verts, K)))
   render_ms = rows[3]["per_step_ms"] + rows[5]["per_step_ms"]
   share = render_ms / rows[0]["per_step_ms"]
   print(f"CycleHand step, batch {n} images of {size}^2, {config.model.backbone_depth}-layer "
@@ -99,8 +107,13 @@ def main(argv):
      ("note", "", "{}")],
   )  # fmt: skip
   print(f"\nrendering (2 {used} fwd+grad + {len(sharp_uses)} sharp fwd) / step: {share:.2f}")
+  walk = "compacted" if blend <= antialias.CAPACITY else "every pair: over capacity"
+  print(f"antialiasing: {blend:.2f} of the batch's pixel pairs can blend "
+        f"(capacity {antialias.CAPACITY}: {walk})")  # fmt: skip
   common.write_json(
-    "cyclehand", dict(rows=rows, compile_s=compile_s, render_share=share), OUT.value
+    "cyclehand",
+    dict(rows=rows, compile_s=compile_s, render_share=share, blend_share=blend),
+    OUT.value,
   )
 
 

@@ -114,37 +114,50 @@ def _blend(tri, side, nbrs, fa, fb, pa, pb, ca, cb, ta, tb, a_ends, b_ends, hori
   return jnp.where(use_a[:, None], d_in, d_out), jnp.where(use_a[:, None], d_out, d_in)
 
 
-def _pair_deltas(face_id, tri, side, nbrs, attrs, horizontal: bool, capacity):
-  """Blend deltas [b, h, w, c] from the pixel pairs of one direction. face_id [b, h, w] and
-  nbrs index the batch's faces stacked, tri [b * f, 3, 2]."""
-  b, h, w = face_id.shape
+def _slices(shape, horizontal: bool):
+  """The first and second pixels of every pair of one direction in [b, h, w] images."""
+  _, h, w = shape
   every = slice(None)
   if horizontal:
-    a_sl, b_sl = (every, every, slice(0, w - 1)), (every, every, slice(1, w))
-  else:
-    a_sl, b_sl = (every, slice(0, h - 1), every), (every, slice(1, h), every)
+    return (every, every, slice(0, w - 1)), (every, every, slice(1, w))
+  return (every, slice(0, h - 1), every), (every, slice(1, h), every)
+
+
+def _pairs(face_id, tri_ng, attrs, horizontal: bool):
+  """The pixel pairs of one direction, flat: (fa, fb, pa, pb, ca, cb, ta, tb, a_ends, b_ends)
+  (faces, centres, attributes, triangles without gradient, whether each pixel's face ends
+  between them) and active: the pairs that can blend."""
+  b, h, w = face_id.shape
+  a_sl, b_sl = _slices(face_id.shape, horizontal)
   ys, xs = jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij")
-  centres = jnp.broadcast_to(jnp.stack([xs, ys], -1).astype(tri.dtype), (b, h, w, 2))
+  centres = jnp.broadcast_to(jnp.stack([xs, ys], -1).astype(tri_ng.dtype), (b, h, w, 2))
   fa, fb = face_id[a_sl].reshape(-1), face_id[b_sl].reshape(-1)
   m = fa.shape[0]
   pa, pb = centres[a_sl].reshape(m, 2), centres[b_sl].reshape(m, 2)
   ca, cb = attrs[a_sl].reshape(m, -1), attrs[b_sl].reshape(m, -1)
-  tri_ng = jax.lax.stop_gradient(tri)
   ta, tb = tri_ng[jnp.maximum(fa, 0)], tri_ng[jnp.maximum(fb, 0)]
   # Face a ends between the pixels unless its triangle holds b's centre (then b's face is in
-  # front of it at b, and b's face is the one that ends); background never ends.
+  # front of it at b, and b's face is the one that ends); background never ends. Background
+  # pairs and pixels of one face cannot blend.
   a_ends = (fa >= 0) & ~raster.contains(ta, pb)
   b_ends = (fb >= 0) & ~raster.contains(tb, pa)
-  pairs = (fa, fb, pa, pb, ca, cb, ta, tb, a_ends, b_ends)
+  active = (fa != fb) & (a_ends | b_ends)
+  return (fa, fb, pa, pb, ca, cb, ta, tb, a_ends, b_ends), active
+
+
+def _pair_deltas(face_id, tri, side, nbrs, attrs, horizontal: bool, capacity):
+  """Blend deltas [b, h, w, c] from the pixel pairs of one direction. face_id [b, h, w] and
+  nbrs index the batch's faces stacked, tri [b * f, 3, 2]."""
+  b, h, w = face_id.shape
+  pairs, active = _pairs(face_id, jax.lax.stop_gradient(tri), attrs, horizontal)
+  m = active.shape[0]
   blend = lambda *x: _blend(tri, side, nbrs, *x, horizontal)
   cap = m if capacity is None else int(capacity * m)
   if cap >= m:
     d_a, d_b = blend(*pairs)
   else:
-    # Only pairs whose faces differ and one of which ends can blend (background pairs and
-    # pixels of one face cannot): the contour walk runs on those, compacted to a static
-    # capacity; a batch with more of them takes the whole set (same result, full cost).
-    active = (fa != fb) & (a_ends | b_ends)
+    # The contour walk runs on the pairs that can blend, compacted to a static capacity; a
+    # batch with more of them takes the whole set (same result, full cost).
     idx = jnp.nonzero(active, size=cap, fill_value=m)[0]
 
     def compact():
@@ -154,10 +167,30 @@ def _pair_deltas(face_id, tri, side, nbrs, attrs, horizontal: bool, capacity):
       return scatter(d_a), scatter(d_b)
 
     d_a, d_b = jax.lax.cond(jnp.sum(active) <= cap, compact, lambda: blend(*pairs))
+  a_sl, b_sl = _slices(face_id.shape, horizontal)
   shape = (b, h, w - 1) if horizontal else (b, h - 1, w)
   delta = jnp.zeros(attrs.shape, attrs.dtype)
   delta = delta.at[a_sl].add(d_a.reshape(shape + attrs.shape[-1:]))
   return delta.at[b_sl].add(d_b.reshape(shape + attrs.shape[-1:]))
+
+
+def _stacked(face_id, tri, nbrs=None):
+  """A batch of renders of one mesh as one mesh of b * f faces: face ids [b, h, w] into it,
+  tri [b * f, 3, 2] and, when given the mesh's nbrs [f, 3], the stacked neighbours."""
+  b, f = tri.shape[:2]
+  first = (jnp.arange(b, dtype=jnp.int32) * f)[:, None, None]
+  out = (jnp.where(face_id >= 0, face_id + first, -1), tri.reshape(b * f, 3, 2))
+  if nbrs is None:
+    return out
+  return out + (jnp.where(nbrs >= 0, nbrs + first, -1).reshape(b * f, 3),)
+
+
+def blend_share(face_id, tri):
+  """The largest share, over the two pair directions, of a batch's pixel pairs that can blend
+  (face_id [b, h, w], tri [b, f, 3, 2]): at most `CAPACITY` takes the compacted walk."""
+  face_id, tri = _stacked(face_id, tri)
+  none = jnp.zeros(face_id.shape + (0,), tri.dtype)
+  return jnp.maximum(*(jnp.mean(_pairs(face_id, tri, none, hz)[1]) for hz in (True, False)))
 
 
 # The share of a batch's pixel pairs (per direction) the contour walk runs on: pairs of
@@ -171,13 +204,8 @@ def antialias_batch(face_id, tri, faces, attrs, *, capacity: float | None = CAPA
   faces [f, 3], attrs [b, h, w, c] -> [b, h, w, c]. The batch's pixel pairs are handled
   together, so the walk runs on the pairs that can blend, compacted to `capacity` of them
   (None: every pair); the result does not depend on it."""
-  b, f = tri.shape[:2]
   face_id = jax.lax.stop_gradient(face_id)
-  first = (jnp.arange(b, dtype=jnp.int32) * f)[:, None, None]  # each render's faces stacked
-  face_id = jnp.where(face_id >= 0, face_id + first, -1)
-  nbrs = face_neighbours(faces)
-  nbrs = jnp.where(nbrs >= 0, nbrs + first, -1).reshape(b * f, 3)
-  tri = tri.reshape(b * f, 3, 2)
+  face_id, tri, nbrs = _stacked(face_id, tri, face_neighbours(faces))
   side = jax.lax.stop_gradient(
     jnp.where(raster.edge_function(tri[:, 0], tri[:, 1], tri[:, 2]) < 0, -1.0, 1.0)
   )
