@@ -108,8 +108,11 @@ def crop_hands(model, n: int, size: int, seed: int = 0):
   rng = np.random.default_rng(seed)
   axis = rng.normal(size=(n, 3))
   orient = axis / np.linalg.norm(axis, axis=-1, keepdims=True) * rng.uniform(0, np.pi, (n, 1))
-  out = hand.forward(model, jnp.asarray(rng.normal(0, 0.2, (n, 45)), jnp.float32),
-                     global_orient=jnp.asarray(orient, jnp.float32))  # any view, as the data
+  out = hand.forward(
+    model,
+    jnp.asarray(rng.normal(0, 0.2, (n, 45)), jnp.float32),
+    global_orient=jnp.asarray(orient, jnp.float32),
+  )  # any view, as the data
   kp = np.asarray(conventions.keypoints(model, out.vertices, out.joints, "openpose"))
   centre = kp.mean(1, keepdims=True) - np.array([0, 0, 0.4])
   xyz, verts = kp - centre, np.asarray(out.vertices) - centre
