@@ -1,6 +1,7 @@
 """Differentiable renders from the hard z-buffer plus analytic antialiasing of its edges.
 
-  img = antialias(frags, tri, attrs)            # attrs [h, w, c] from `raster` fragments
+  img = antialias(face_id, tri, faces, attrs)          # one render: attrs [h, w, c]
+  imgs = antialias_batch(face_id, tri, faces, attrs)   # a batch: [b, h, w, c], cheaper
 
 The soft renderer (`render.soft`) gets visibility gradients by giving every face a blurred
 coverage of every pixel near it: its cost is the number of (face, pixel) pairs, and its
@@ -24,6 +25,12 @@ closer to vertical, vertical pairs for the others), so each edge is blended once
 ends between two pixels: the face of a pixel whose triangle does not contain the other pixel's
 centre (if both end, as at a shared edge or a silhouette against the background, the first
 pixel's). The backward pass costs O(pixels), not O(face-pixel pairs): the point of this mode.
+
+A batch is handled as one mesh of b x f faces, so its pixel pairs form one list: the walk (most
+of the cost) runs only on the pairs that can blend, gathered to a static capacity with
+`jnp.nonzero(size=...)`; past the capacity a `lax.cond` takes the whole list, so the result
+never depends on it. A vmap of the one-image function cannot do this (under vmap the cond's
+two branches would both run): it walks every pair, 1.5-1.7x slower at 64 px.
 """
 
 from __future__ import annotations
