@@ -7,7 +7,9 @@ The open hand (3,316 triangles), posed randomly, seen by a camera that frames it
 batch, vmapped), soft silhouette forward+grad meshes/s (gradient of a silhouette loss with respect
 to the vertices), soft colour+depth forward images/s, and CycleHand's photometric render
 (`hand_render.render_soft` against `render_aa`: lit colour + silhouette, gradient of an L1 +
-silhouette loss in the vertices and albedo) meshes/s. Writes bench_results/render.json.
+silhouette loss in the vertices and albedo) meshes/s, the antialiased one as a batch
+(`render_aa_batch`) and one render at a time (a vmap of `render_aa`), with their ratio. Writes
+bench_results/render.json.
 """
 
 from __future__ import annotations
@@ -61,6 +63,13 @@ def _photometric_grad_seconds(render, vc, faces, K, size):
   return common.time_fn(lambda: jax.block_until_ready(grad(vc2, albedo)), min_time_s=1.0)
 
 
+def _aa_one_by_one(verts, faces, K, size, albedo, light, background):
+  """`render_aa` vmapped over the batch: every pixel pair walked (the path before batches were
+  antialiased in one pass), for the ratio."""
+  one = lambda v, k, a, lt, bg: hand_render.render_aa(v, faces, k, size, a, lt, bg)
+  return jax.vmap(one)(verts, K, albedo, light, background)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--batch", type=int, default=32)
@@ -104,12 +113,17 @@ def main(argv=None):
     renders = (
       ("soft", hand_render.render_soft_batch),
       ("antialiased", hand_render.render_aa_batch),
+      ("antialiased one by one", _aa_one_by_one),
     )
     for name, fn in renders:
       sec = _photometric_grad_seconds(fn, vc, faces, K, size)
       rows.append(dict(mode=f"{name} colour+silhouette fwd+grad", size=size, per_s=b / sec,
                        ms=sec / b * 1e3))  # fmt: skip
   print(f"open hand, {int(faces.shape[0])} triangles, batch {b}; device: {common.machine()}\n")
+  rate = {(r["mode"], r["size"]): r["per_s"] for r in rows}
+  for r in rows:
+    if r["mode"].startswith("antialiased one by one"):
+      r["batch_ratio"] = rate[("antialiased colour+silhouette fwd+grad", r["size"])] / r["per_s"]
   common.print_table(
     rows,
     [
@@ -118,6 +132,7 @@ def main(argv=None):
       ("per_s", "images/s", "{:,.0f}"),
       ("ms", "ms/image", "{:.2f}"),
       ("overflow", "clipped faces", "{}"),
+      ("batch_ratio", "batch / one by one", "{:.2f}"),
     ],
   )
   path = common.write_json(
