@@ -110,18 +110,20 @@ class SelfPlan:
   cycle: bool  # (b) rendered sharp, the network on it, c and d
   cycle_photo: bool  # d rendered differentiably over the input
   contrastive: bool
-  rerender: bool  # a sharp re-rendering for the contrastive pair: only without (a) to reuse
 
   @classmethod
   def from_weights(cls, w) -> SelfPlan:
-    render_a = bool(w["photo"] or w["silhouette"])
     return cls(
-      render_a=render_a,
+      render_a=bool(w["photo"] or w["silhouette"]),
       cycle=bool(w["cycle"] or w["cycle_photo"]),
       cycle_photo=bool(w["cycle_photo"]),
       contrastive=bool(w["contrastive"]),
-      rerender=bool(w["contrastive"]) and not render_a,
     )
+
+  @property
+  def rerender(self) -> bool:
+    """A sharp re-rendering for the contrastive pair: only without (a) to reuse."""
+    return self.contrastive and not self.render_a
 
   def sharp_renders(self) -> tuple[str, ...]:
     return ("(b)",) * self.cycle + ("the re-rendering",) * self.rerender
