@@ -82,6 +82,21 @@ def render_soft(verts_cam, faces, K, size, albedo, light: Light, background, *, 
   return shading.composite(fg, img.silhouette, background), img.silhouette
 
 
+def _visible_faces(verts_cam, faces, K, size):
+  """The z-buffer's fragments of one hand and its screen triangles [f, 3, 2] (pixels): what
+  the antialiasing reads."""
+  return raster.rasterize(verts_cam, faces, K, size), raster.screen_faces(verts_cam, faces, K)[0]
+
+
+@functools.partial(jax.jit, static_argnames=("size",))
+def blend_share(verts_cam, faces, K, size):
+  """The share of a batch's pixel pairs that can blend (`antialias.blend_share`) in
+  `render_aa_batch` of the same verts_cam [b, n, 3], faces and K [b, 3, 3]: at most
+  `antialias.CAPACITY` takes its compacted path."""
+  frags, tri = jax.vmap(lambda v, k: _visible_faces(v, faces, k, size))(verts_cam, K)
+  return antialias.blend_share(frags.face_id, tri)
+
+
 @functools.partial(jax.jit, static_argnames=("size", "capacity"))
 def render_aa_batch(verts_cam, faces, K, size, albedo, light: Light, background, *,
                     capacity=antialias.CAPACITY):  # fmt: skip
@@ -91,11 +106,10 @@ def render_aa_batch(verts_cam, faces, K, size, albedo, light: Light, background,
   the pixel pairs that can blend only)."""
 
   def hard(v, k, alb, lt, bg):
-    frags = raster.rasterize(v, faces, k, size)
+    frags, tri = _visible_faces(v, faces, k, size)
     lit = shading.interpolate(frags, faces, _lit_corners(v, faces, alb, lt))
     mask = frags.mask.astype(lit.dtype)
     rgb = shading.composite(lit, mask, bg)
-    tri, _ = raster.screen_faces(v, faces, k)
     return frags.face_id, tri, jnp.concatenate([rgb, mask[..., None]], -1)
 
   face_id, tri, attrs = jax.vmap(hard)(verts_cam, K, albedo, light, background)
