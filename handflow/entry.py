@@ -7,7 +7,7 @@ import sys
 
 from etils import epath
 
-from handflow import checkpoint, modes, preflight, stages, train
+from handflow import checkpoint, interrupts, modes, preflight, stages, train
 from handflow import workdir as workdir_lib
 from handflow.data import prepare
 from handflow.methods import registry
@@ -63,7 +63,7 @@ def execute(config, workdir: epath.Path, mode: str) -> int:
     (stages.run if staged else modes.run)(mode, config, workdir)
   except (ValueError, checkpoint.CheckpointError, train.NonFiniteError) as e:
     die(str(e))
-  except train.Preempted as e:
+  except interrupts.Preempted as e:
     print(f"handflow: stopped by {e}", file=sys.stderr, flush=True)
     sys.exit(e.exit_code)
   done = {"train": f"trained {method} for {config.num_steps} steps", "eval": "evaluated"}

@@ -1,6 +1,7 @@
 """Parameters of one run put into another, perhaps different, model (fine-tuning).
 
-  params, report = load(params, restored, cfg)
+  params, report = load_pretrained(config, method, params)   # config.init_from -> params
+  params, report = load(params, restored, cfg)                # a restored tree -> params
 
 `params` is the new model's initial tree, `restored` a tree read from another run's checkpoint
 (`handflow.checkpoint.Checkpointer.restore_params`: no target structure needed, so the models may
@@ -25,6 +26,9 @@ import re
 
 import jax
 import numpy as np
+from etils import epath
+
+from handflow import checkpoint
 
 
 class FinetuneError(ValueError):
@@ -114,3 +118,46 @@ def load(params, restored, cfg=None, source: str = "") -> tuple[object, LoadRepo
   out = jax.tree_util.tree_map_with_path(one, params)
   report.unused = sorted(set(src) - used)
   return out, report
+
+
+def init_from_config(config) -> dict:
+  """config.init_from as a dict: a bare string is the workdir."""
+  raw = config.get("init_from", "") or ""
+  if isinstance(raw, str):
+    return {"workdir": raw} if raw else {}
+  cfg = dict(raw)
+  return cfg if cfg.get("workdir") else {}
+
+
+def checkpoint_dir(path) -> epath.Path:
+  """A run's workdir or its checkpoint directory -> the checkpoint directory."""
+  path = epath.Path(path)
+  return path / "checkpoints" if (path / "checkpoints").exists() else path
+
+
+def load_pretrained(config, method, params):
+  """(params with config.init_from's tree put in, report): the run's checkpoint (its newest step,
+  or `init_from.step`) read without a target, `init_from.tree` picked out of it, then
+  `method.load_pretrained` (by default `load`)."""
+  cfg = init_from_config(config)
+  other = checkpoint.Checkpointer(checkpoint_dir(cfg["workdir"]))
+  step = int(cfg.get("step", -1))
+  step = other.latest_step() if step < 0 else step
+  if step is None or step not in other.all_steps():
+    which = "" if step is None else f" {step}"
+    raise checkpoint.CheckpointError(
+      f"config.init_from = {cfg['workdir']}: no checkpoint{which} there"
+    )
+  saved = other.restore_params(step)
+  tree = saved
+  for key in str(cfg.get("tree", "params")).split("/"):
+    if not isinstance(tree, dict) or key not in tree:
+      raise checkpoint.CheckpointError(
+        f"config.init_from.tree = '{cfg.get('tree')}': checkpoint {other.directory / str(step)} "
+        f"has no '{key}' (it has {sorted(tree) if isinstance(tree, dict) else type(tree)})"
+      )
+    tree = tree[key]
+  host = jax.device_get(params)
+  new, report = method.load_pretrained(host, tree, cfg)
+  report.source = f"{other.directory / str(step)}:{cfg.get('tree', 'params')}"
+  return new, report

@@ -130,9 +130,9 @@ def check_method(config: ml_collections.ConfigDict):
 def check_init_from(config: ml_collections.ConfigDict):
   """A fine-tuning source must hold a checkpoint before any work (a stage of this run, named
   "stage:<name>", is checked when that stage starts)."""
-  from handflow import checkpoint, stages, train
+  from handflow import checkpoint, finetune, stages
 
-  src = train.init_from_config(config).get("workdir", "")
+  src = finetune.init_from_config(config).get("workdir", "")
   if not src or (src.startswith(stages.PREFIX) and config.get("stages")):
     return
   if src.startswith(stages.PREFIX):
@@ -140,7 +140,7 @@ def check_init_from(config: ml_collections.ConfigDict):
       f"config.init_from.workdir = '{src}' names a stage, but this config runs one stage: set "
       "--config.init_from.workdir to a pre-training run's workdir"
     )
-  ckpts = train.checkpoint_dir(src)
+  ckpts = finetune.checkpoint_dir(src)
   if not ckpts.exists() or checkpoint.Checkpointer(ckpts).latest_step() is None:
     raise ValueError(f"config.init_from = {src}: no checkpoint there (train that run first)")
 

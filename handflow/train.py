@@ -21,8 +21,8 @@ then `method.update_extra(extra, new_params, aux, step)`. A non-finite loss or g
 the whole update (parameters, optimiser, extra and EMA keep their values; the batch is
 consumed), is counted and logged, and the run stops with a message after `config.max_nonfinite`
 in a row. SIGTERM (preemption) and SIGINT (Ctrl-C) save a checkpoint at the end of the current
-step and raise `Preempted` (the entry exits with 128 + the signal's number, naming the step and
-how to resume; no report is written for a part-trained model).
+step and raise `interrupts.Preempted` (the entry exits with 128 + the signal's number, naming
+the step and how to resume; no report is written for a part-trained model).
 `config.compute_dtype = "bfloat16"` computes the loss in bfloat16 (TPU); `config.profile =
 {"start": s, "steps": n}` writes a profiler trace of steps s .. s+n-1 to `workdir/profile`.
 
@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import signal
-import sys
 import time
 from collections.abc import Callable
 
@@ -47,7 +45,7 @@ import numpy as np
 import optax
 from etils import epath
 
-from handflow import checkpoint, optim, sharding, writers
+from handflow import checkpoint, finetune, interrupts, optim, sharding, writers
 
 
 class NonFiniteError(RuntimeError):
@@ -224,96 +222,6 @@ def make_train_step(
   )
 
 
-class Preempted(RuntimeError):
-  """The run stopped on SIGTERM or SIGINT after saving a checkpoint at `step`."""
-
-  def __init__(self, step: int, total: int, signame: str, directory):
-    self.step, self.total, self.signame, self.directory = step, total, signame, directory
-    self.exit_code = 128 + int(getattr(signal, signame))
-    super().__init__(
-      f"{signame} at step {step} of {total}: checkpoint {step} saved in {directory}; no final "
-      "report was written. Run the same command again to resume from it"
-    )
-
-
-class _Stop:
-  """Turns SIGTERM (preemption) and SIGINT (Ctrl-C) into a flag checked between steps, so the
-  step and its checkpoint finish whole; a second Ctrl-C stops at once. Restores the old
-  handlers on exit."""
-
-  SIGNALS = ("SIGTERM", "SIGINT")
-
-  def __init__(self):
-    self.requested = None  # the signal's name
-
-  def __enter__(self):
-    self._old = {}
-    for name in self.SIGNALS:
-      try:
-        self._old[name] = signal.signal(getattr(signal, name), self._handle)
-      except ValueError:  # not the main thread: no handlers
-        pass
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    name = signal.Signals(signum).name
-    if name == "SIGINT" and self.requested == "SIGINT":
-      raise KeyboardInterrupt  # asked twice: stop now, without a checkpoint
-    self.requested = name
-    if name == "SIGINT" and jax.process_index() == 0:
-      print(
-        "\nhandflow: Ctrl-C: saving a checkpoint after this step (Ctrl-C again stops at once)",
-        file=sys.stderr,
-        flush=True,
-      )
-
-  def __exit__(self, *exc):
-    for name, old in self._old.items():
-      signal.signal(getattr(signal, name), old)
-
-
-def init_from_config(config) -> dict:
-  """config.init_from as a dict: a bare string is the workdir."""
-  raw = config.get("init_from", "") or ""
-  if isinstance(raw, str):
-    return {"workdir": raw} if raw else {}
-  cfg = dict(raw)
-  return cfg if cfg.get("workdir") else {}
-
-
-def checkpoint_dir(path) -> epath.Path:
-  """A run's workdir or its checkpoint directory -> the checkpoint directory."""
-  path = epath.Path(path)
-  return path / "checkpoints" if (path / "checkpoints").exists() else path
-
-
-def load_pretrained(config, method, params):
-  """(params with config.init_from's tree put in, report) — see `handflow.finetune`."""
-  cfg = init_from_config(config)
-  other = checkpoint.Checkpointer(checkpoint_dir(cfg["workdir"]))
-  step = int(cfg.get("step", -1))
-  step = other.latest_step() if step < 0 else step
-  if step is None or step not in other.all_steps():
-    which = "" if step is None else f" {step}"
-    raise checkpoint.CheckpointError(
-      f"config.init_from = {cfg['workdir']}: no checkpoint{which} there"
-    )
-  saved = other.restore_params(step)
-  tree = saved
-  for key in str(cfg.get("tree", "params")).split("/"):
-    if not isinstance(tree, dict) or key not in tree:
-      raise checkpoint.CheckpointError(
-        f"config.init_from.tree = '{cfg.get('tree')}': checkpoint {other.directory / str(step)} "
-        f"has no '{key}' (it has {sorted(tree) if isinstance(tree, dict) else type(tree)})"
-      )
-    tree = tree[key]
-  host = jax.device_get(params)
-  new, report = method.load_pretrained(host, tree, cfg)
-  report.source = f"{other.directory / str(step)}:{cfg.get('tree', 'params')}"
-  return new, report
-
-
 def _restore(config, method, ckpt, abstract, fresh: TrainState, shardings: TrainState):
   """Resume order: workdir checkpoint -> config.resume (whole state) -> config.init_from
   (parameters into this model; everything else starts afresh) -> None (from scratch)."""
@@ -322,12 +230,12 @@ def _restore(config, method, ckpt, abstract, fresh: TrainState, shardings: Train
     return found
   path = config.get("resume", "")
   if path:
-    other = checkpoint.Checkpointer(checkpoint_dir(path))
+    other = checkpoint.Checkpointer(finetune.checkpoint_dir(path))
     if other.latest_step() is None:
       raise checkpoint.CheckpointError(f"config.resume = {path}: no checkpoint there")
     return other.restore_latest(abstract)
-  if init_from_config(config):
-    params, report = load_pretrained(config, method, fresh.params)
+  if finetune.init_from_config(config):
+    params, report = finetune.load_pretrained(config, method, fresh.params)
     if jax.process_index() == 0:
       print(f"handflow: {report.line()}", flush=True)
     params = jax.device_put(params, shardings.params)
@@ -387,7 +295,7 @@ def train_and_evaluate(config, workdir, method, train_batches, evaluate: Callabl
     progress.line(f"validation at step {step}: {writers.headline(results)}")
 
   prev, out = None, None
-  with _Stop() as stop:
+  with interrupts.StopFlag() as stop:
     for step in range(start, config.num_steps):
       local = next(batches)
       if profile_steps and step == profile_start:
@@ -416,7 +324,7 @@ def train_and_evaluate(config, workdir, method, train_batches, evaluate: Callabl
         ckpt.wait()
         writer.close()
         ckpt.close()
-        raise Preempted(done, config.num_steps, stop.requested, ckpt.directory)
+        raise interrupts.Preempted(done, config.num_steps, stop.requested, ckpt.directory)
       ckpt.save(done, state, state.export(), {"data_position": done})
   _check_nonfinite(out, max_nonfinite, config.num_steps)
   save(config.num_steps)

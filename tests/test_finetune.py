@@ -59,7 +59,7 @@ def test_matching_paths_load_a_new_head_stays_fresh(run_a):
   b_method = Backbone(head_width=3, extra_head=True)
   fresh = _init_b(b_method)
   cfg = th.config(3, init_from={"workdir": str(wd), "dont_load": ["head/.*"]})
-  params, report = train.load_pretrained(cfg, b_method, fresh)
+  params, report = finetune.load_pretrained(cfg, b_method, fresh)
   assert report.loaded == ["backbone/dense/kernel"]
   assert report.skipped == ["head/kernel"] and report.fresh == ["aux_head/bias"]
   assert report.unused == ["head/kernel"]  # A's head: read by nobody
@@ -77,14 +77,14 @@ def test_a_shape_mismatch_names_the_path(run_a):
   b_method = Backbone(head_width=3)
   cfg = th.config(3, init_from={"workdir": str(wd)})
   with pytest.raises(finetune.FinetuneError, match=r"'head/kernel' has shape \(8, 1\) .* \(8, 3\)"):
-    train.load_pretrained(cfg, b_method, _init_b(b_method))
+    finetune.load_pretrained(cfg, b_method, _init_b(b_method))
 
 
 def test_rename_reads_another_path(run_a):
   wd, a = run_a
   b_method = Backbone(encoder="encoder")
   cfg = th.config(3, init_from={"workdir": str(wd), "rename": [("encoder/(.*)", r"backbone/\1")]})
-  params, report = train.load_pretrained(cfg, b_method, _init_b(b_method))
+  params, report = finetune.load_pretrained(cfg, b_method, _init_b(b_method))
   assert sorted(report.loaded) == ["encoder/dense/kernel", "head/kernel"] and not report.unused
   np.testing.assert_array_equal(
     params["encoder"]["dense"]["kernel"], a["backbone"]["dense"]["kernel"]
@@ -102,6 +102,6 @@ def test_fine_tuning_run_starts_from_the_loaded_backbone(run_a, tmp_path, capsys
   np.testing.assert_allclose(got, a["backbone"]["dense"]["kernel"], atol=1e-4)
   assert "init_from" in capsys.readouterr().out
   with pytest.raises(checkpoint.CheckpointError, match="init_from.tree = 'extra/teacher'"):
-    train.load_pretrained(
+    finetune.load_pretrained(
       th.config(2, init_from={"workdir": str(wd), "tree": "extra/teacher"}), b_method, got
     )

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from handflow import optim
+from handflow import interrupts, optim
 from handflow.eval import metrics
 from handflow.methods.base import MethodBase
 
@@ -167,7 +167,7 @@ if __name__ == "__main__":
     state = train.train_and_evaluate(
       config(steps), workdir, method, lambda s: batches(s, sleep_s=sleep_s)
     )
-  except train.Preempted as e:  # as handflow.main reports it
+  except interrupts.Preempted as e:  # as handflow.main reports it
     print(f"stopped by {e}", file=sys.stderr)
     sys.exit(e.exit_code)
   out = {f"params/{k}": v for k, v in train.params_to_numpy(state).items()}

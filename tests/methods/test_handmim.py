@@ -6,7 +6,7 @@ import pytest
 from scipy import ndimage
 
 from configs import handmim as handmim_config
-from handflow import finetune, stages, train
+from handflow import finetune, stages
 from handflow.geometry import cameras
 from handflow.methods import handmim, handmim_pretrain, single_image
 from handflow.methods import mim_losses as ml
@@ -210,7 +210,7 @@ def test_pretraining_initialises_fine_tuning(pre_state, fine, fine_params, batch
 def test_fine_tuning_from_a_workdir_without_a_checkpoint_is_refused(fine, tmp_path, config):
   cfg = stages.stage_config(config, "finetune", str(tmp_path))
   with pytest.raises(Exception, match=f"init_from = {tmp_path}/pretrain: no checkpoint"):
-    train.load_pretrained(cfg, fine, {})
+    finetune.load_pretrained(cfg, fine, {})
 
 
 def test_layer_decay_scales_the_vit_blocks(fine, fine_params, config):
