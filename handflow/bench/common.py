@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from handflow import hand
+from handflow.data import crops
 from handflow.hand import conventions
 
 
@@ -103,7 +104,7 @@ def write_json(name: str, payload: dict, out: str | None = None) -> pathlib.Path
 
 def crop_hands(model, n: int, size: int, seed: int = 0):
   """n plausible hands 0.4 m in front of the camera, each in a size^2 crop framed as the input
-  pipeline frames one (a square 1.3x the keypoints' bounding box, `pipeline._crop_geometry`):
+  pipeline frames one (a square `crops.MARGIN` times the keypoints' bounding box, `crops.geometry`):
   (keypoints [n, 21, 3], vertices [n, v, 3] in the camera frame, the crops' K [n, 3, 3])."""
   rng = np.random.default_rng(seed)
   axis = rng.normal(size=(n, 3))
@@ -118,7 +119,7 @@ def crop_hands(model, n: int, size: int, seed: int = 0):
   xyz, verts = kp - centre, np.asarray(out.vertices) - centre
   xy = xyz[..., :2] / xyz[..., 2:]  # normalised image coordinates
   lo, hi = xy.min(1), xy.max(1)
-  f = size / (1.3 * (hi - lo).max(-1))  # [n]
+  f = size / (crops.MARGIN * (hi - lo).max(-1))  # [n]
   c = (size - 1) / 2 - f[:, None] * (lo + hi) / 2  # [n, 2]
   K = np.zeros((n, 3, 3), np.float32)
   K[:, 0, 0], K[:, 1, 1], K[:, :2, 2], K[:, 2, 2] = f, f, c, 1.0

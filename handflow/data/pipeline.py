@@ -35,11 +35,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from handflow import hand
-from handflow.data import prepare, pseudo_labels, subsets
-from handflow.geometry import cameras
+from handflow.data import crops, prepare, pseudo_labels, subsets
 
-IMAGE_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGE_STD = np.array([0.229, 0.224, 0.225], np.float32)
 GT_KEYS = ("xyz", "uv", "visible", "verts", "has_verts")
 MANO_KEYS = ("hand_pose", "global_orient", "transl", "betas")
 
@@ -122,62 +119,6 @@ def _pseudo_labels_fn(config, split):
   return fn
 
 
-def _crop_geometry(uv_pl, conf, uv, K, T, box, in_hw, size, train, rng_seed):
-  """Per example (NumPy): the pixel affine A [t, v, 2, 3] from the input crop to the network's
-  crop, around the confident pseudo-labels (else the dataset's hand box [t, v, 4] where it
-  has one, else the whole input; plus random scale, shift and rotation when training), and
-  what it does to the cameras and points: TF's 8-vector of A^-1 (output -> input pixels)
-  [t, v, 8], the crop's intrinsics K' and extrinsics T' = R_z T with [A; 0 0 1] K = K' R_z
-  (R_z the crop's in-plane rotation; identity without augmentation), A uv_pl (0 where
-  missing) and A uv."""
-  rng = np.random.default_rng(rng_seed)
-  good = conf > 0.3
-  none = ~np.any(good, -1)  # no confident detection in a view
-  good = np.where(none[..., None], True, good)
-  lo = np.where(good[..., None], uv_pl, np.inf).min(-2)
-  hi = np.where(good[..., None], uv_pl, -np.inf).max(-2)
-  boxed = none & np.isfinite(box).all(-1)
-  whole = np.array([0.0, 0.0, in_hw[1] - 1.0, in_hw[0] - 1.0])
-  fallback = np.where(boxed[..., None], box, whole)
-  lo = np.where(none[..., None], fallback[..., :2], lo)
-  hi = np.where(none[..., None], fallback[..., 2:], hi)
-  side = np.maximum((hi - lo).max(-1), 8.0) * 1.3
-  ctr = (lo + hi) / 2
-  shape = side.shape
-  if train:
-    side = side * rng.uniform(0.85, 1.25, shape)
-    ctr = ctr + rng.uniform(-0.1, 0.1, shape + (2,)) * side[..., None]
-    angle = rng.uniform(-np.pi / 4, np.pi / 4, shape)
-  else:
-    angle = np.zeros(shape)
-  # NumPy throughout: eager JAX ops here would wait for the training step (same device).
-  crop = cameras.square_crop_affine(ctr, side, size)
-  rot = cameras.rotation_affine(
-    np.asarray(angle, np.float32), np.full(shape + (2,), (size - 1) / 2, np.float32)
-  )
-  A = cameras.compose_affine(rot, crop)
-  inv = cameras.invert_affine(A).reshape(shape + (6,))
-  transforms = np.concatenate([inv, np.zeros(shape + (2,), inv.dtype)], -1)
-  uv_pl_out = np.where(conf[..., None] > 0, cameras.warp_points(A, uv_pl), 0.0)
-  R_z = cameras.in_plane_rotation(angle)  # [t, v, 3, 3]
-  K_out = cameras.warp_K(K, A) @ np.swapaxes(R_z, -1, -2)
-  T_out = cameras.rotate_camera(R_z, T)
-  f32 = lambda x: np.asarray(x, np.float32)
-  return (f32(transforms), f32(K_out), f32(T_out), f32(uv_pl_out), f32(cameras.warp_points(A, uv)))
-
-
-def _warp(images, transforms, size):
-  """images [m, h, w, 3] float, transforms [m, 8] (output -> input pixels) -> [m, size, size, 3]."""
-  return tf.raw_ops.ImageProjectiveTransformV3(
-    images=images,
-    transforms=transforms,
-    output_shape=[size, size],
-    fill_value=0.0,
-    interpolation="BILINEAR",
-    fill_mode="CONSTANT",
-  )
-
-
 def _example_fn(config, split, train, seed):
   size = crop_size(config)
   views = config.data.views
@@ -205,7 +146,7 @@ def _example_fn(config, split, train, seed):
     # reproducible; evaluation uses no augmentation.
     aug_seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)])
     transforms, K2, T2, uv_pl2, uv2 = tf.numpy_function(
-      lambda u, c, g, k, T, b, s: _crop_geometry(u, c, g, k, T, b, in_hw, size, train, s.tolist()),
+      lambda u, c, g, k, T, b, s: crops.geometry(u, c, g, k, T, b, in_hw, size, train, s.tolist()),
       [uv_pl, conf, uv, K, T, box, aug_seed],
       [tf.float32] * 5,
     )
@@ -214,16 +155,12 @@ def _example_fn(config, split, train, seed):
     if with_mask:  # warped with the image (one resampling), thresholded after
       hm = tf.reshape(tf.cast(sl(ex["hand_mask"]), tf.float32), [t * v, *in_hw, 1])
       flat = tf.concat([flat, hm], -1)
-    img = _warp(flat, tf.reshape(transforms, [t * v, 8]), size)
+    img = crops.warp(flat, tf.reshape(transforms, [t * v, 8]), size)
     if with_mask:
       img, hand_mask = img[..., :3], tf.cast(img[..., 3] > 0.5, tf.float32)
     if train:
-      s1 = tf.cast(aug_seed, tf.int32)
-      img = tf.image.stateless_random_brightness(img, 0.15, seed=s1)
-      img = tf.image.stateless_random_contrast(img, 0.8, 1.2, seed=s1 + 1)
-      img = tf.image.stateless_random_saturation(img, 0.8, 1.2, seed=s1 + 2)
-      img = tf.clip_by_value(img, 0.0, 1.0)
-    img = (img - IMAGE_MEAN) / IMAGE_STD
+      img = crops.colour_jitter(img, tf.cast(aug_seed, tf.int32))
+    img = crops.normalise(img)
     out = {
       "images": tf.reshape(img, [t, v, size, size, 3]),
       "K": tf.ensure_shape(K2, [t, v, 3, 3]),

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from handflow.data import pipeline
+from handflow.data import crops
 from handflow.geometry import cameras
 from handflow.hand import conventions
 from handflow.render import raster, shading
@@ -79,7 +79,7 @@ def overlay_png(
   hyp_all = pred.get("uv_hypotheses")
   for i in range(v):
     ax = axes[i]
-    img = batch["images"][clip, frame, i] * pipeline.IMAGE_STD + pipeline.IMAGE_MEAN
+    img = crops.denormalise(batch["images"][clip, frame, i])
     K, T = batch["K"][clip, frame, i], batch["T_cam_world"][clip, frame, i]
     shown = mesh_over(np.clip(img, 0, 1), pred["vertices"][clip, frame], faces, K, T)
     ax.imshow(shown, extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5))

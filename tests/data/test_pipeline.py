@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from configs import ust
-from handflow.data import pipeline
+from handflow.data import crops, pipeline
 from handflow.geometry import cameras
 from tests.data.test_synthetic_hands import tiny  # noqa: F401 - the shared tiny dataset fixture
 
@@ -77,7 +77,7 @@ def test_image_and_cameras_move_together():
   }
   config.data.pseudo_labels = {"preset": "clean", "noise": 0.0}
   out = pipeline._example_fn(config, "train", True, 0)(tf.constant(11, tf.int64), ex)
-  img = out["images"].numpy() * pipeline.IMAGE_STD + pipeline.IMAGE_MEAN
+  img = crops.denormalise(out["images"].numpy())
   for ti in range(t):
     for vi in range(v):
       heat = img[ti, vi].mean(-1)

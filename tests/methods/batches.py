@@ -15,12 +15,12 @@ def _world_vertices(clip):
 def clip_batch(views=2, size=32):
   """A synthetic clip's views as single images with their ground truth, as the pipeline
   (`data.single_view`, `pose_labels`) delivers them (no crop: the rendered frames)."""
-  from handflow.data import pipeline, synthetic
+  from handflow.data import crops, synthetic
 
   clip = synthetic.generate_clip((0, 9, 1), synthetic.SceneConfig(frames=1, views=views,
                                                                    image_size=size))  # fmt: skip
   v = views
-  img = (clip["images"][0].astype(np.float32) / 255.0 - pipeline.IMAGE_MEAN) / pipeline.IMAGE_STD
+  img = crops.normalise(clip["images"][0].astype(np.float32) / 255.0)
   rep = lambda x: jnp.asarray(np.repeat(x[None], v, 0))
   return {
     "images": jnp.asarray(img[:, None, None]),
