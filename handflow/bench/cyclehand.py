@@ -25,7 +25,7 @@ from ml_collections import config_flags
 
 from handflow.bench import common
 from handflow.methods import cyclehand
-from handflow.render import antialias, raster
+from handflow.render import antialias, hand_render
 
 CONFIG = config_flags.DEFINE_config_file("config", "configs/cyclehand.py", "Experiment config.")
 OUT = flags.DEFINE_string("out", None, "JSON output path.")
@@ -85,7 +85,7 @@ def main(argv):
     rows.append(dict(part=f"{name} render fwd+grad, {n} meshes", per_step_ms=2e3 * sec,
                      meshes_per_s=n / sec, note=note))  # fmt: skip
   sharp_uses = method.sharp_renders()
-  sharp = jax.jit(lambda v: method.render_sharp(v, K, size, h.net.tex_offset, h.light, bg))
+  sharp = jax.jit(lambda v: method.look.render_sharp(v, K, size, h.net.tex_offset, h.light, bg))
   sec = common.time_fn(lambda: jax.block_until_ready(sharp(verts)))
   note = f"x{len(sharp_uses)} per step: {', '.join(sharp_uses) or '-'}"
   rows.append(dict(part=f"sharp render fwd, {n} images", per_step_ms=len(sharp_uses) * 1e3 * sec,
@@ -93,9 +93,7 @@ def main(argv):
   place = jax.jit(lambda p: method._forward(p, images, K).joints)
   rows.append(dict(part=f"network fwd + hand kernel, {n} images", per_step_ms=1e3 * common.time_fn(
     lambda: jax.block_until_ready(place(params)))))  # fmt: skip
-  pairs = jax.jit(jax.vmap(lambda v, k: (raster.rasterize(v, faces, k, (size, size)).face_id,
-                                         raster.screen_faces(v, faces, k)[0])))  # fmt: skip
-  blend = float(antialias.blend_share(*pairs(verts, K)))
+  blend = float(hand_render.blend_share(verts, faces, K, (size, size)))
   render_ms = rows[3]["per_step_ms"] + rows[5]["per_step_ms"]
   share = render_ms / rows[0]["per_step_ms"]
   print(f"CycleHand step, batch {n} images of {size}^2, {config.model.backbone_depth}-layer "

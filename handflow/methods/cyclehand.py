@@ -37,7 +37,7 @@ Cycle, photometric and contrastive terms start at step `loss.self_start` (a supe
 an untrained hand renders nothing like the input). `texture`: "uv" (the open hand's texture
 coordinates on the shipped base skin map, `hand.skin_texture`) or "vertex" (per-vertex colour: a
 planar projection of the rest hand indexes the offset map over a uniform skin tone; the only
-choice for MANO, which has no UVs).
+choice for MANO, which has no UVs; `cyclehand_scene`).
 """
 
 from __future__ import annotations
@@ -50,21 +50,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from handflow import hand
-from handflow.data import pipeline
-from handflow.hand import limits, priors, skin_texture
+from handflow.data import crops
+from handflow.hand import limits, priors
 from handflow.methods import base, losses, single_image
 from handflow.methods import cyclehand_losses as cl
+from handflow.methods import cyclehand_scene as scene
 from handflow.models import hand_pose_net
 from handflow.render import hand_render
 
-TEXTURES = ("uv", "vertex")
 RENDERERS = {"aa": hand_render.render_aa_batch, "soft": hand_render.render_soft_batch}  # [b, ...]
 SELF_TERMS = ("photo", "silhouette", "cycle", "cycle_photo", "contrastive")
 LOSS_TERMS = (
   *SELF_TERMS, *single_image.SUPERVISED_TERMS, "sup_heatmap",
   "limits", "penetration", "shape", "kl",
 )  # fmt: skip
-SKIN_TONE = np.array([0.8, 0.6, 0.5], np.float32)
 
 
 class ConfigError(ValueError):
@@ -74,14 +73,6 @@ class ConfigError(ValueError):
 def _check(cond, key, msg):
   if not cond:
     raise ConfigError(f"config {key}: {msg}")
-
-
-def vertex_uv(model) -> np.ndarray:
-  """Per-vertex texture coordinates [n, 2] for models without UVs: the rest hand projected on
-  its palm plane (x: wrist -> fingers, z: thumb -> pinky), normalised to [0.02, 0.98]."""
-  v = np.asarray(model.v_template).T[:, [0, 2]]
-  lo, hi = v.min(0), v.max(0)
-  return (0.02 + 0.96 * (v - lo) / np.maximum(hi - lo, 1e-9)).astype(np.float32)
 
 
 _PLACED = [f.name for f in dataclasses.fields(single_image.Placed)]
@@ -149,7 +140,11 @@ class CycleHand(base.MethodBase):
     self.side = config.hand.side
     self.convention = config.hand.convention
     self.texture_mode = config.get("texture", "uv")
-    _check(self.texture_mode in TEXTURES, "texture", f"'{self.texture_mode}': one of {TEXTURES}")
+    _check(
+      self.texture_mode in scene.TEXTURES,
+      "texture",
+      f"'{self.texture_mode}': one of {scene.TEXTURES}",
+    )
     if self.texture_mode == "uv" and not self.model.has_uv:
       raise ConfigError(
         f"config texture='uv': hand model '{config.hand.model}' has no texture coordinates "
@@ -205,13 +200,7 @@ class CycleHand(base.MethodBase):
       "loss.sup_heatmap",
       "supervises the 2D keypoint head: set config.model.keypoints=True (or the weight to 0)",
     )
-    if self.texture_mode == "uv":
-      self.face_uv = self.model.face_uv
-      self.base_texture = jnp.asarray(skin_texture.load())
-    else:
-      self.face_uv = jnp.asarray(vertex_uv(self.model))[self.model.faces]
-      r = int(m.texture_resolution)
-      self.base_texture = jnp.broadcast_to(jnp.asarray(SKIN_TONE), (r, r, 3))
+    self.look = scene.Appearance.create(self.model, self.texture_mode, int(m.texture_resolution))
     self.axes = limits.joint_axes(self.model)
 
   # --- the forward model -------------------------------------------------------------------
@@ -226,16 +215,19 @@ class CycleHand(base.MethodBase):
   def place(self, net: hand_pose_net.NetOutput, K, size: int) -> Hand:
     """The network's output as a hand in each image's camera frame."""
     p = single_image.place(self.model, net.mano, K, size, self.convention)
-    albedo = jax.vmap(lambda o: hand_render.corner_albedo(self.face_uv, self.base_texture, o))(
-      net.tex_offset
-    )
+    albedo = jax.vmap(self.look.albedo)(net.tex_offset)
     light = hand_render.Light(*hand_pose_net.light_from_raw(net.light, p.root))
     return Hand(**vars(p), albedo=albedo, light=light, net=net)
 
   def rotate(self, h: Hand, R):
     """(vertices, keypoints) of the hand rotated by R [n, 3, 3] about its root."""
-    rot = lambda x: jnp.einsum("nij,npj->npi", R, x - h.root[:, None]) + h.root[:, None]
-    return rot(h.verts), rot(h.joints)
+    return scene.rotate_about(R, h.verts, h.root), scene.rotate_about(R, h.joints, h.root)
+
+  @staticmethod
+  def rotate_back(c: Hand, R, root):
+    """d: the vertices of c rotated by R^T about its root, then moved to `root` [n, 3] (a's:
+    d is compared with the input a was predicted from)."""
+    return scene.rotate_about(jnp.swapaxes(R, -1, -2), c.verts, c.root, root)
 
   def sharp_renders(self) -> tuple[str, ...]:
     """What a self-supervised step renders sharp (no gradient): (b) for the cycle, and the
@@ -291,7 +283,7 @@ class CycleHand(base.MethodBase):
     mask = batch["mask"].reshape(n)
     images, K = self._images(batch), self._K(batch)
     size = images.shape[-2]
-    rgb = images * pipeline.IMAGE_STD + pipeline.IMAGE_MEAN  # [n, s, s, 3] in [0, 1]
+    rgb = crops.denormalise(images)  # [n, s, s, 3] in [0, 1]
     k_tex, k_rot, k_b, k_c = jax.random.split(rng, 4)
     a = self._forward(params, images, K, k_tex)
     terms = {}
@@ -321,7 +313,9 @@ class CycleHand(base.MethodBase):
         R = cl.random_rotations(k_rot, n, self.max_angle)
         sg = jax.tree.map(jax.lax.stop_gradient, a)
         verts_b, _ = self.rotate(sg, R)
-        image_b = self._scene(sg, verts_b, K, size, rgb, k_b)
+        image_b = self.look.scene(
+          verts_b, sg.root, sg.net.tex_offset, K, size, rgb, k_b, self.new_background
+        )
         extra_images.append(image_b)
       if plan.contrastive and not plan.rerender:
         # The re-rendering is (a) itself: the hand a over the input, lit and textured per
@@ -330,20 +324,20 @@ class CycleHand(base.MethodBase):
         extra_images.append(jax.lax.stop_gradient(render_a))
       elif plan.rerender:
         sg = jax.tree.map(jax.lax.stop_gradient, a)
-        extra_images.append(self.render_sharp(sg.verts, K, size, sg.net.tex_offset, sg.light, rgb))
+        extra_images.append(
+          self.look.render_sharp(sg.verts, K, size, sg.net.tex_offset, sg.light, rgb)
+        )
       if extra_images:
-        stacked = jnp.concatenate([(x - pipeline.IMAGE_MEAN) / pipeline.IMAGE_STD
-                                   for x in extra_images])  # fmt: skip
+        stacked = crops.normalise(jnp.concatenate(extra_images))
         net_x = self.net.apply(params, jax.lax.stop_gradient(stacked), rngs={"texture": k_c})
         split = lambda t, i: jax.tree.map(lambda x: x[i * n : (i + 1) * n], t)
         i = 0
         if plan.cycle:
           c = self.place(split(net_x, i), K, size)
           i += 1
-          Rt = jnp.swapaxes(R, -1, -2)
           terms["cycle"] = self.cycle_loss(a, c, R)
           if plan.cycle_photo:
-            d_verts = jnp.einsum("nij,npj->npi", Rt, c.verts - c.root[:, None]) + a.root[:, None]
+            d_verts = self.rotate_back(c, R, a.root)
             render_d, sil_d = soft(d_verts, K, a.albedo, a.light, rgb)
             region = hand_mask if hand_mask is not None else jax.lax.stop_gradient(sil_d > 0.5)
             terms["cycle_photo"] = cl.masked_l1(render_d, rgb, region)
@@ -387,44 +381,6 @@ class CycleHand(base.MethodBase):
     metrics["labelled_share"] = jnp.sum(lab) / jnp.maximum(jnp.sum(mask), 1.0)
     return loss, (metrics, None)
 
-  # --- rendering ---------------------------------------------------------------------------
-
-  def texture_map(self, offset, tone=None):
-    """The full texture [th, tw, 3]: the base map plus a texture offset [r, r, 3] (resampled),
-    times a skin-tone gain [3] or [1, 3], clipped."""
-    tex = self.base_texture + jax.image.resize(offset, self.base_texture.shape, "linear")
-    return jnp.clip(tex if tone is None else tex * tone, 0.0, 1.0)
-
-  def render_sharp(self, verts, K, size, offsets, light, background, tone=None):
-    """Sharp renders [n, s, s, 3] of n hands (per-pixel texture lookup; no useful gradient)."""
-    tone = jnp.ones((verts.shape[0], 1, 3)) if tone is None else tone
-
-    def one(v, k, off, lt, bg, tn):
-      tex = self.texture_map(off, tn)
-      img, _ = hand_render.render_hard(
-        v, self.model.faces, k, (size, size), self.face_uv, tex, lt, bg
-      )
-      return img
-
-    return jax.vmap(one)(verts, K, offsets, light, background, tone)
-
-  def _scene(self, a: Hand, verts_b, K, size, rgb, key):
-    """(b): the rotated hand, sharp, under a random light and skin tone, over the input or
-    another image of the batch."""
-    n = verts_b.shape[0]
-    k = jax.random.split(key, 6)
-    ambient = jax.random.uniform(k[0], (n,), minval=0.2, maxval=0.8)
-    diffuse = jax.random.uniform(k[1], (n,), minval=0.3, maxval=0.9)
-    direction = jax.random.normal(k[2], (n, 3)) + jnp.asarray([0.0, -0.5, -1.0])
-    direction = direction / jnp.linalg.norm(direction, axis=-1, keepdims=True)
-    light = hand_render.Light(ambient, diffuse, a.root + hand_pose_net.LIGHT_DISTANCE_M * direction)
-    tone = jax.random.uniform(k[3], (n, 1, 1), minval=0.75, maxval=1.2) * jax.random.uniform(
-      k[4], (n, 1, 3), minval=0.93, maxval=1.07
-    )
-    new = jax.random.bernoulli(k[5], self.new_background, (n,))
-    background = jnp.where(new[:, None, None, None], jnp.roll(rgb, 1, axis=0), rgb)
-    return self.render_sharp(verts_b, K, size, a.net.tex_offset, light, background, tone)
-
   # --- report ------------------------------------------------------------------------------
 
   def figures(self, params, extra, batch, count: int = 4) -> dict:
@@ -438,16 +394,17 @@ class CycleHand(base.MethodBase):
     sub = jax.tree.map(lambda x: x[:count], batch)
     images, K = self._images(sub), self._K(sub)
     n, size = images.shape[0], images.shape[-2]
-    rgb = images * pipeline.IMAGE_STD + pipeline.IMAGE_MEAN
+    rgb = crops.denormalise(images)
     key = jax.random.key(0)
     a = self._forward(params, images, K)
     R = cl.random_rotations(key, n, np.radians(60.0), min_angle=np.radians(60.0))
     verts_b, _ = self.rotate(a, R)
-    image_b = self._scene(a, verts_b, K, size, rgb, key)
-    c = self._forward(params, (image_b - pipeline.IMAGE_MEAN) / pipeline.IMAGE_STD, K)
-    Rt = jnp.swapaxes(R, -1, -2)
-    d_verts = jnp.einsum("nij,npj->npi", Rt, c.verts - c.root[:, None]) + a.root[:, None]
-    draw = lambda h, v, bg: self.render_sharp(v, K, size, h.net.tex_offset, h.light, bg)
+    image_b = self.look.scene(
+      verts_b, a.root, a.net.tex_offset, K, size, rgb, key, self.new_background
+    )
+    c = self._forward(params, crops.normalise(image_b), K)
+    d_verts = self.rotate_back(c, R, a.root)
+    draw = lambda h, v, bg: self.look.render_sharp(v, K, size, h.net.tex_offset, h.light, bg)
     columns = [
       ("input", rgb),
       ("(a) prediction", draw(a, a.verts, rgb)),

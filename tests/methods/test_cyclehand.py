@@ -10,7 +10,7 @@ from handflow import hand
 from handflow.data import subsets
 from handflow.geometry import viewpoint
 from handflow.hand import conventions, priors, rotations, skin_texture
-from handflow.methods import cyclehand, single_image
+from handflow.methods import cyclehand, cyclehand_scene, single_image
 from handflow.methods import cyclehand_losses as cl
 from handflow.models import hand_pose_net, mano_head
 from handflow.render import hand_render, shading
@@ -293,7 +293,7 @@ def test_uv_texture_without_uvs_is_refused_with_the_fix(tmp_path):
   with pytest.raises(cyclehand.ConfigError, match="texture=vertex"):
     cyclehand.CycleHand(config)
   config.texture = "vertex"
-  assert cyclehand.CycleHand(config).face_uv.shape[-2:] == (3, 2)
+  assert cyclehand.CycleHand(config).look.face_uv.shape[-2:] == (3, 2)
 
 
 def test_the_ground_truth_as_prediction_places_the_labelled_hand_exactly(method):
@@ -334,15 +334,17 @@ def test_silhouette_loss_prefers_the_true_hand(method):
   < 0.25), the same hand shifted by 2 cm does not."""
   batch = clip_batch(size=64)
   n, size = batch["images"].shape[0], batch["images"].shape[-2]
-  from handflow.data import pipeline
+  from handflow.data import crops
 
-  rgb = batch["images"].reshape(n, size, size, 3) * pipeline.IMAGE_STD + pipeline.IMAGE_MEAN
+  rgb = crops.denormalise(batch["images"].reshape(n, size, size, 3))
   mask = batch["hand_mask"].reshape(n, size, size)
   assert mask.mean() > 0.05
   gt_verts = _world_verts(method, batch)
   K = batch["K"].reshape(n, 3, 3)
   light = _light(n)
-  albedo = jnp.broadcast_to(jnp.asarray(cyclehand.SKIN_TONE), (method.model.faces.shape[0], 3, 3))
+  albedo = jnp.broadcast_to(
+    jnp.asarray(cyclehand_scene.SKIN_TONE), (method.model.faces.shape[0], 3, 3)
+  )
 
   def losses(shift):
     v = gt_verts + jnp.asarray([shift, 0.0, 0.0])
