@@ -148,8 +148,7 @@ def load_pretrained(config, method, params):
     raise checkpoint.CheckpointError(
       f"config.init_from = {cfg['workdir']}: no checkpoint{which} there"
     )
-  saved = other.restore_params(step)
-  tree = saved
+  tree = other.restore_params(step)
   for key in str(cfg.get("tree", "params")).split("/"):
     if not isinstance(tree, dict) or key not in tree:
       raise checkpoint.CheckpointError(

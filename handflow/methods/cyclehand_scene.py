@@ -54,6 +54,8 @@ class Appearance:
 
   @classmethod
   def create(cls, model, mode: str, resolution: int) -> Appearance:
+    if mode not in TEXTURES:
+      raise ValueError(f"texture '{mode}': one of {TEXTURES}")
     if mode == "uv":
       return cls(model.faces, model.face_uv, jnp.asarray(skin_texture.load()))
     face_uv = jnp.asarray(vertex_uv(model))[model.faces]
